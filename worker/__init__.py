@@ -1,0 +1,14 @@
+"""dodo-worker: act on Dodo Payments webhooks, reliably.
+
+    from worker import on
+
+    @on("payment.succeeded")
+    async def welcome(event, ctx):
+        ctx.log.info("paid: %s", event.data.payment_id)
+"""
+
+from worker.context import Context
+from worker.events import Event
+from worker.registry import Registry, RegistryError, default_registry, on
+
+__all__ = ["Context", "Event", "Registry", "RegistryError", "default_registry", "on"]

@@ -1,0 +1,133 @@
+"""`dodo-worker web`, `worker` and `dev`: the long-running processes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+import typer
+import uvicorn
+
+from worker.cli.common import DEV_REDIS_FILE, DEV_STATE_DIR, console, fail, settings_or_exit
+from worker.embedded_redis import EmbeddedRedis
+from worker.jobs import build_worker
+from worker.logs import configure_logging
+from worker.registry import RegistryError
+from worker.settings import ConfigError, Settings
+from worker.signing import generate_secret
+from worker.store.migrate import upgrade
+
+log = logging.getLogger("dodo_worker.cli")
+
+
+def _server(settings: Settings, host: str, port: int) -> uvicorn.Server:
+    from worker.web.app import create_app
+
+    try:
+        app = create_app(settings)
+    except ConfigError as exc:
+        fail(f"configuration error: {exc}")
+    config = uvicorn.Config(app, host=host, port=port, log_level=settings.LOG_LEVEL.lower(),
+                            access_log=False, timeout_graceful_shutdown=10, server_header=False,
+                            limit_concurrency=1000, timeout_keep_alive=15)
+    return uvicorn.Server(config)
+
+
+def web_command(
+    host: str | None = typer.Option(None, "--host", help="Interface to listen on (HOST, 0.0.0.0)."),
+    port: int | None = typer.Option(None, "--port", help="Port (PORT, 8000)."),
+) -> None:
+    """Run the webhook receiver and the HTTP API."""
+    settings = settings_or_exit()
+    configure_logging(settings.LOG_LEVEL)
+    if not settings.REDIS_URL:
+        fail("REDIS_URL is not set (use `dodo-worker dev` for an embedded Redis)")
+    _server(settings, host or settings.HOST, port or settings.PORT).run()
+
+
+def worker_command() -> None:
+    """Run the arq worker: handlers, retries, the sweeper and scheduled jobs."""
+    settings = settings_or_exit()
+    configure_logging(settings.LOG_LEVEL)
+    if not settings.REDIS_URL:
+        fail("REDIS_URL is not set (use `dodo-worker dev` for an embedded Redis)")
+    try:
+        worker = build_worker(settings)
+    except RegistryError as exc:
+        fail(str(exc))
+    worker.run()
+
+
+def _dev_secret() -> str:
+    """A test secret for local use, written to .env so `send` in another shell finds it."""
+    secret = generate_secret()
+    env = Path(".env")
+    lines = env.read_text().splitlines() if env.exists() else []
+    lines.append(f"DODO_PAYMENTS_WEBHOOK_KEY={secret}")
+    env.write_text("\n".join(lines) + "\n")
+    return secret
+
+
+def dev_command(
+    port: int | None = typer.Option(None, "--port", help="Port (PORT, 8000)."),
+) -> None:
+    """Receiver and worker in one process, with an embedded Redis and SQLite when none is set."""
+    settings = settings_or_exit()
+    configure_logging(settings.LOG_LEVEL)
+    port = port or settings.PORT
+    if not settings.webhook_secrets:
+        secret = _dev_secret()
+        settings = settings_or_exit(DODO_PAYMENTS_WEBHOOK_KEY=secret)
+        console.print(f"generated a test webhook secret and saved it in .env:\n  {secret}")
+    embedded: EmbeddedRedis | None = None
+    if not settings.REDIS_URL or not _reachable_dev_redis(settings):
+        embedded = EmbeddedRedis().start()
+        settings.REDIS_URL = embedded.url
+        DEV_STATE_DIR.mkdir(exist_ok=True)
+        DEV_REDIS_FILE.write_text(embedded.url)
+        console.print(f"started an embedded Redis at {embedded.url}")
+    try:
+        asyncio.run(_dev(settings, port))
+    except RegistryError as exc:
+        fail(str(exc))
+    finally:
+        if embedded is not None:
+            DEV_REDIS_FILE.unlink(missing_ok=True)
+            embedded.close()
+
+
+def _reachable_dev_redis(settings: Settings) -> bool:
+    """A REDIS_URL taken from a stale .dev/redis-url (no dev running) is not to be used."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    if "REDIS_URL" in os.environ or not DEV_REDIS_FILE.exists():
+        return True
+    parsed = urlparse(settings.REDIS_URL or "")
+    try:
+        socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 6379), 0.3).close()
+        return True
+    except OSError:
+        return False
+
+
+async def _dev(settings: Settings, port: int) -> None:
+    await upgrade(settings.DATABASE_URL)
+    worker = build_worker(settings, handle_signals=False)
+    server = _server(settings, "127.0.0.1", port)
+    console.print(
+        f"dodo-worker dev: webhook URL http://127.0.0.1:{port}/webhooks/dodo\n"
+        f"  try it:  dodo-worker send payment.succeeded   then   dodo-worker events list",
+        highlight=False,
+    )
+    worker_task = asyncio.create_task(worker.async_run())
+    try:
+        await server.serve()
+    finally:
+        await worker.close()
+        worker_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await worker_task

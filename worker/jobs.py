@@ -1,0 +1,101 @@
+"""The arq side: job functions, cron jobs and the worker's settings, like arq's own WorkerSettings."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from arq import Retry
+from arq.cron import cron
+from arq.worker import Worker, func
+
+from worker import queue
+from worker.dispatch import process_event
+from worker.registry import Registry, load_handler_modules
+from worker.runtime import Runtime
+from worker.settings import Settings
+from worker.sweeper import sweep
+
+log = logging.getLogger("dodo_worker.worker")
+
+# Our own attempt counting (MAX_ATTEMPTS, per handler, in SQL) decides when an event is dead;
+# arq's counter only guards against a job that keeps killing its worker before it starts.
+ARQ_MAX_TRIES = 10_000
+SWEEP_SECONDS = set(range(0, 60, 10))
+
+
+async def process_event_job(ctx: dict[str, Any], event_id: str) -> str:
+    runtime: Runtime = ctx["runtime"]
+    outcome = await process_event(runtime, event_id)
+    if outcome.status == "retry" and outcome.retry_in is not None:
+        raise Retry(defer=timedelta(seconds=outcome.retry_in))
+    return outcome.status
+
+
+async def sweep_job(ctx: dict[str, Any]) -> int:
+    return await sweep(ctx["runtime"])
+
+
+def make_startup(settings: Settings, registry: Registry | None, runtime: Runtime | None = None) -> Any:
+    async def startup(ctx: dict[str, Any]) -> None:
+        rt = runtime or Runtime.create(settings, registry)
+        ctx["runtime"] = rt
+        rt.metrics.start()
+        from worker.resources import open_resources
+
+        await open_resources(rt)
+        swept = await sweep(rt, older_than=0)
+        log.info("worker ready: %d handler(s), queue %r, %d event(s) swept at start",
+                 len(rt.registry), settings.QUEUE_NAME, swept)
+
+    return startup
+
+
+def make_shutdown(owns_runtime: bool) -> Any:
+    async def shutdown(ctx: dict[str, Any]) -> None:
+        runtime: Runtime | None = ctx.get("runtime")
+        if runtime is not None and owns_runtime:
+            await runtime.close()
+        elif runtime is not None:
+            await runtime.metrics.flush()
+
+    return shutdown
+
+
+def cron_jobs(settings: Settings) -> list[Any]:
+    from worker.resources import extra_cron_jobs
+
+    return [cron(sweep_job, name="dodo-worker:sweep", second=SWEEP_SECONDS, run_at_startup=False,
+                 unique=True, timeout=60), *extra_cron_jobs(settings)]
+
+
+def build_worker(
+    settings: Settings,
+    registry: Registry | None = None,
+    *,
+    runtime: Runtime | None = None,
+    load_modules: bool = True,
+    **overrides: Any,
+) -> Worker:
+    """The arq Worker of the `worker` process (tests build it the same way, in-process)."""
+    if load_modules:
+        load_handler_modules(settings.handler_modules)
+    if not settings.REDIS_URL:
+        raise RuntimeError("REDIS_URL is not set")
+    options: dict[str, Any] = {
+        "functions": [func(process_event_job, name=queue.PROCESS_EVENT)],
+        "cron_jobs": cron_jobs(settings),
+        "on_startup": make_startup(settings, registry, runtime),
+        "on_shutdown": make_shutdown(owns_runtime=runtime is None),
+        "redis_settings": queue.redis_settings(settings.REDIS_URL),
+        "queue_name": settings.QUEUE_NAME,
+        "max_jobs": settings.WORKER_CONCURRENCY,
+        "job_timeout": settings.JOB_TIMEOUT_SECONDS,
+        "max_tries": ARQ_MAX_TRIES,
+        "keep_result": 0,
+        "job_completion_wait": settings.SHUTDOWN_GRACE_SECONDS,
+        "health_check_key": f"{settings.QUEUE_NAME}:health-check",
+    }
+    options.update(overrides)
+    return Worker(**options)

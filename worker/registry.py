@@ -1,0 +1,125 @@
+"""The handler registry and the `@on(...)` decorator.
+
+    from worker import on
+
+    @on("payment.succeeded")
+    async def send_receipt(event, ctx): ...
+
+Patterns are exact types (`payment.succeeded`), prefix wildcards (`subscription.*`) or `*`.
+Registration happens at import time, so mistakes (a sync function, a name used twice, a
+malformed pattern) stop the process at start with a message that names the culprit.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from worker.context import Context
+    from worker.events import Event
+
+HandlerFunc = Callable[["Event", "Context"], Awaitable[Any]]
+
+_PATTERN = re.compile(r"^(\*|[a-z0-9_]+\.\*|[a-z0-9_]+\.[a-z0-9_]+)$")
+
+
+class RegistryError(Exception):
+    """A handler could not be registered or a handler module could not be loaded."""
+
+
+@dataclass(frozen=True)
+class Handler:
+    name: str
+    func: HandlerFunc
+    patterns: tuple[str, ...]
+
+    def matches(self, event_type: str) -> bool:
+        return any(pattern_matches(p, event_type) for p in self.patterns)
+
+
+def pattern_matches(pattern: str, event_type: str) -> bool:
+    if pattern == "*":
+        return True
+    if pattern.endswith(".*"):
+        return event_type.startswith(pattern[:-1])
+    return pattern == event_type
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._handlers: dict[str, Handler] = {}
+
+    def on(self, *patterns: str, name: str | None = None) -> Callable[[HandlerFunc], HandlerFunc]:
+        """Register the decorated `async def f(event, ctx)` for the given event type patterns."""
+        if not patterns:
+            raise RegistryError("@on() needs at least one event type, e.g. @on('payment.succeeded')")
+        for pattern in patterns:
+            if not isinstance(pattern, str) or not _PATTERN.match(pattern):
+                raise RegistryError(
+                    f"@on({pattern!r}): use 'group.action', 'group.*' or '*' (lower case)"
+                )
+
+        def decorator(func: HandlerFunc) -> HandlerFunc:
+            self.add(func, patterns, name=name)
+            return func
+
+        return decorator
+
+    def add(self, func: HandlerFunc, patterns: Iterable[str], name: str | None = None) -> Handler:
+        qualified = name or f"{func.__module__}.{func.__qualname__}"
+        if not inspect.iscoroutinefunction(func):
+            raise RegistryError(f"handler {qualified} must be 'async def', not a plain function")
+        existing = self._handlers.get(qualified)
+        if existing is not None:
+            if existing.func is func or _same_source(existing.func, func):
+                return existing  # the same function imported twice is not a conflict
+            raise RegistryError(
+                f"handler name {qualified!r} is registered twice; pass @on(..., name='unique')"
+            )
+        handler = Handler(name=qualified, func=func, patterns=tuple(patterns))
+        self._handlers[qualified] = handler
+        return handler
+
+    def remove(self, name: str) -> None:
+        self._handlers.pop(name, None)
+
+    def handlers_for(self, event_type: str) -> list[Handler]:
+        return [h for h in self._handlers.values() if h.matches(event_type)]
+
+    def get(self, name: str) -> Handler | None:
+        return self._handlers.get(name)
+
+    def __iter__(self) -> Any:
+        return iter(self._handlers.values())
+
+    def __len__(self) -> int:
+        return len(self._handlers)
+
+
+def _same_source(a: HandlerFunc, b: HandlerFunc) -> bool:
+    code_a, code_b = getattr(a, "__code__", None), getattr(b, "__code__", None)
+    return bool(code_a and code_b and code_a.co_filename == code_b.co_filename
+                and code_a.co_firstlineno == code_b.co_firstlineno)
+
+
+def load_handler_modules(modules: Iterable[str]) -> None:
+    """Import each module so its `@on` decorators run; a failing import names the module."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except RegistryError:
+            raise
+        except Exception as exc:
+            raise RegistryError(
+                f"cannot import handler module {module!r} (HANDLER_MODULES): "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+
+default_registry = Registry()
+on = default_registry.on

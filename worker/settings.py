@@ -1,0 +1,120 @@
+"""Settings from the environment and `.env`, with the names DESIGN.md promises.
+
+Secrets are `SecretStr` so they never show up in a repr, a log line or an error.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./dodo-worker.db"
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message is one line and never holds a secret."""
+
+
+def split_secrets(raw: str) -> list[str]:
+    """Several webhook secrets may be given, separated by commas or white space (rotation)."""
+    return [part for part in re.split(r"[\s,]+", raw.strip()) if part]
+
+
+def check_whsec(secret: str) -> None:
+    """Raise ValueError unless `secret` is a usable Standard Webhooks secret (`whsec_<base64>`)."""
+    body = secret.removeprefix("whsec_")
+    try:
+        key = base64.b64decode(body + "==", validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("a secret is not whsec_ followed by base64") from None
+    if len(key) < 16:
+        raise ValueError("a secret is shorter than 16 bytes once decoded")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=True
+    )
+
+    DODO_PAYMENTS_WEBHOOK_KEY: SecretStr | None = None
+    DODO_PAYMENTS_API_KEY: SecretStr | None = None
+    DODO_PAYMENTS_ENVIRONMENT: Literal["test_mode", "live_mode"] = "test_mode"
+    DODO_PAYMENTS_BASE_URL: str | None = None
+    DATABASE_URL: str = DEFAULT_DATABASE_URL
+    REDIS_URL: str | None = None
+    WORKER_API_TOKEN: SecretStr | None = None
+    ENTITLEMENTS_FILE: Path | None = None
+    PORT: int = Field(default=8000, ge=1, le=65535)
+    HANDLER_MODULES: str = "handlers"
+    MAX_ATTEMPTS: int = Field(default=8, ge=1, le=100)
+    RETRY_BASE_SECONDS: float = Field(default=5.0, gt=0)
+    HOOKS_SIGNING_KEY: SecretStr | None = None
+    HOOKS_ALLOW_PRIVATE_NETWORKS: bool = False
+
+    # Advanced knobs, not in DESIGN.md's table; defaults suit most deployments.
+    HOST: str = "0.0.0.0"  # noqa: S104 - a web process listens on every interface by default
+    WEBHOOK_MAX_BYTES: int = Field(default=256 * 1024, ge=1024)
+    QUEUE_NAME: str = "dodo-worker:queue"
+    JOB_TIMEOUT_SECONDS: int = Field(default=120, ge=1)
+    SHUTDOWN_GRACE_SECONDS: int = Field(default=25, ge=0)
+    SWEEP_AFTER_SECONDS: float = Field(default=10.0, ge=0)
+    RETRY_MAX_SECONDS: float = Field(default=3600.0, gt=0)
+    WORKER_CONCURRENCY: int = Field(default=20, ge=1)
+    LOG_LEVEL: str = "INFO"
+
+    @field_validator("DODO_PAYMENTS_WEBHOOK_KEY", "HOOKS_SIGNING_KEY")
+    @classmethod
+    def _valid_secrets(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        for secret in split_secrets(value.get_secret_value()):
+            check_whsec(secret)
+        return value
+
+    @field_validator("DODO_PAYMENTS_API_KEY", "WORKER_API_TOKEN", mode="after")
+    @classmethod
+    def _blank_is_none(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        return value
+
+    @field_validator("DODO_PAYMENTS_BASE_URL", "REDIS_URL", mode="after")
+    @classmethod
+    def _blank_str_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+    @cached_property
+    def webhook_secrets(self) -> list[str]:
+        if self.DODO_PAYMENTS_WEBHOOK_KEY is None:
+            return []
+        return split_secrets(self.DODO_PAYMENTS_WEBHOOK_KEY.get_secret_value())
+
+    @cached_property
+    def handler_modules(self) -> list[str]:
+        return [m.strip() for m in self.HANDLER_MODULES.split(",") if m.strip()]
+
+    @property
+    def entitlements_path(self) -> Path | None:
+        if self.ENTITLEMENTS_FILE is not None:
+            return self.ENTITLEMENTS_FILE
+        default = Path("entitlements.toml")
+        return default if default.exists() else None
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings, turning pydantic's report into one clear line without echoing values."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_input=False, include_url=False):
+            name = ".".join(str(p) for p in err["loc"]) or "settings"
+            problems.append(f"{name}: {err['msg'].removeprefix('Value error, ')}")
+        raise ConfigError("; ".join(problems)) from None

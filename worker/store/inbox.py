@@ -1,0 +1,164 @@
+"""Queries on the inbox (`events`) and the handler-run record."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from worker.store.database import Database
+from worker.store.models import (
+    EventRow,
+    EventSource,
+    EventStatus,
+    HandlerRunRow,
+    RunStatus,
+    utcnow,
+)
+
+
+async def insert_event(
+    db: Database,
+    *,
+    event_id: str,
+    event_type: str,
+    body: str,
+    source: str = EventSource.WEBHOOK,
+    object_id: str | None = None,
+    business_id: str | None = None,
+    occurred_at: str | None = None,
+) -> bool:
+    """Store an event once; False when an event with this id is already in the inbox."""
+    now = utcnow()
+    values = {
+        "id": event_id,
+        "type": event_type[:128],
+        "source": source,
+        "status": EventStatus.RECEIVED,
+        "attempts": 0,
+        "object_id": object_id,
+        "business_id": business_id[:128] if business_id else None,
+        "occurred_at": occurred_at[:64] if occurred_at else None,
+        "body": body,
+        "received_at": now,
+        "updated_at": now,
+    }
+    dialect = postgresql if db.dialect == "postgresql" else sqlite
+    statement = dialect.insert(EventRow).values(**values).on_conflict_do_nothing(index_elements=["id"])
+    async with db.engine.begin() as conn:
+        result = await conn.execute(statement)
+    return bool(result.rowcount)
+
+
+async def get_event(session: AsyncSession, event_id: str) -> EventRow | None:
+    return await session.get(EventRow, event_id)
+
+
+async def get_runs(session: AsyncSession, event_id: str) -> list[HandlerRunRow]:
+    result = await session.scalars(
+        select(HandlerRunRow).where(HandlerRunRow.event_id == event_id).order_by(HandlerRunRow.id)
+    )
+    return list(result)
+
+
+async def list_events(
+    session: AsyncSession,
+    *,
+    status: str | None = None,
+    event_type: str | None = None,
+    limit: int = 100,
+) -> Sequence[EventRow]:
+    query = select(EventRow).order_by(EventRow.received_at.desc(), EventRow.id.desc()).limit(limit)
+    if status:
+        query = query.where(EventRow.status == status)
+    if event_type:
+        if event_type.endswith(".*"):
+            query = query.where(EventRow.type.startswith(event_type[:-1], autoescape=True))
+        else:
+            query = query.where(EventRow.type == event_type)
+    return (await session.scalars(query)).all()
+
+
+async def ids_to_sweep(session: AsyncSession, *, older_than: timedelta, stuck_after: timedelta,
+                       limit: int = 1000) -> list[str]:
+    """Events that should be in the queue but may not be: never enqueued (Redis was down),
+    a retry whose job is overdue, or a run whose worker died (Redis itself may have lost it).
+    Re-enqueueing is harmless: arq refuses a job id that is already queued or running."""
+    now = utcnow()
+    cutoff = now - older_than
+    query = (
+        select(EventRow.id)
+        .where(
+            or_(
+                and_(EventRow.status.in_([EventStatus.RECEIVED, EventStatus.QUEUED]),
+                     EventRow.updated_at <= cutoff),
+                and_(EventRow.status == EventStatus.FAILED, EventRow.next_attempt_at <= cutoff),
+                and_(EventRow.status == EventStatus.PROCESSING,
+                     EventRow.updated_at <= now - stuck_after),
+            )
+        )
+        .order_by(EventRow.received_at)
+        .limit(limit)
+    )
+    return list(await session.scalars(query))
+
+
+async def mark_queued(session: AsyncSession, event_ids: Sequence[str]) -> None:
+    """`received` events just handed to the queue become `queued`; others keep their status."""
+    if not event_ids:
+        return
+    await session.execute(
+        update(EventRow)
+        .where(EventRow.id.in_(event_ids), EventRow.status == EventStatus.RECEIVED)
+        .values(status=EventStatus.QUEUED, updated_at=utcnow())
+    )
+
+
+async def reset_for_replay(session: AsyncSession, event_id: str) -> EventRow | None:
+    """Give a dead (or failed, or any settled) event a fresh set of attempts.
+
+    Handlers that already succeeded stay succeeded and are not run again."""
+    row = await session.get(EventRow, event_id, with_for_update=True)
+    if row is None:
+        return None
+    row.status = EventStatus.QUEUED
+    row.source = EventSource.REPLAY
+    row.next_attempt_at = None
+    row.processed_at = None
+    row.updated_at = utcnow()
+    await session.execute(
+        update(HandlerRunRow)
+        .where(HandlerRunRow.event_id == event_id, HandlerRunRow.status != RunStatus.SUCCEEDED)
+        .values(status=RunStatus.FAILED, attempts=0)
+    )
+    return row
+
+
+async def dead_event_ids(session: AsyncSession, limit: int = 10_000) -> list[str]:
+    query = select(EventRow.id).where(EventRow.status == EventStatus.DEAD).order_by(
+        EventRow.received_at).limit(limit)
+    return list(await session.scalars(query))
+
+
+async def count_by_status(session: AsyncSession, statuses: Sequence[str]) -> dict[str, int]:
+    from sqlalchemy import func
+
+    query = (
+        select(EventRow.status, func.count())
+        .where(EventRow.status.in_(statuses))
+        .group_by(EventRow.status)
+    )
+    counts = {status: 0 for status in statuses}
+    for status, count in (await session.execute(query)).all():
+        counts[status] = int(count)
+    return counts
+
+
+async def oldest_pending_received_at(session: AsyncSession) -> datetime | None:
+    query = select(EventRow.received_at).where(
+        EventRow.status.in_([EventStatus.RECEIVED, EventStatus.QUEUED])
+    ).order_by(EventRow.received_at).limit(1)
+    return (await session.scalars(query)).first()

@@ -1,0 +1,9 @@
+"""The /v1 API (entitlements, licences, downloads) plugs in here."""
+
+from __future__ import annotations
+
+from litestar.types import ControllerRouterHandler
+
+
+def api_routes() -> list[ControllerRouterHandler]:
+    return []

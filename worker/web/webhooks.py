@@ -1,0 +1,107 @@
+"""`POST /webhooks/dodo`: verify, store, enqueue, answer, in that order.
+
+A 200 means the event is durable in SQL. Redis is only the delivery mechanism: when it is
+down we still answer 200 and the sweeper enqueues the event later.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import msgspec
+from litestar import Request, Response, post
+from litestar.datastructures import State
+from sqlalchemy.exc import SQLAlchemyError
+
+from worker import queue
+from worker.events import object_id
+from worker.runtime import Runtime
+from worker.store import inbox
+from worker.verify import SignatureError, Verifier
+from worker.web.responses import error, json_response
+
+log = logging.getLogger("dodo_worker.receiver")
+
+ACCEPTED = msgspec.json.encode({"status": "accepted"})
+DUPLICATE = msgspec.json.encode({"status": "duplicate"})
+MAX_ID_LENGTH = 255
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """Read at most `limit` bytes, refusing early when Content-Length already says more."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise BodyTooLarge
+    return bytes(body)
+
+
+def _reject(runtime: Runtime, status: int, reason: str, message: str) -> Response[bytes]:
+    runtime.metrics.inc("dodo_webhooks_rejected_total", reason=reason)
+    return error(status, message)
+
+
+def _ok(body: bytes) -> Response[bytes]:
+    return Response(content=body, status_code=200, media_type="application/json")
+
+
+@post("/webhooks/dodo", status_code=200)
+async def receive_webhook(request: Request, state: State) -> Response[bytes]:
+    runtime: Runtime = state.runtime
+    verifier: Verifier = state.verifier
+    limit = runtime.settings.WEBHOOK_MAX_BYTES
+    try:
+        body = await read_body(request, limit)
+    except BodyTooLarge:
+        return _reject(runtime, 413, "too_large", f"body is larger than {limit} bytes")
+
+    try:
+        verifier.verify(body, request.headers)
+    except SignatureError as exc:
+        return _reject(runtime, 401, exc.reason, exc.detail)
+
+    try:
+        envelope = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return _reject(runtime, 400, "malformed", "body is not JSON")
+    event_type = envelope.get("type") if isinstance(envelope, dict) else None
+    if not isinstance(event_type, str) or not event_type.strip():
+        return _reject(runtime, 400, "malformed", "body has no 'type'")
+    event_id = request.headers["webhook-id"]
+    if len(event_id) > MAX_ID_LENGTH:
+        return _reject(runtime, 400, "malformed", f"webhook-id is longer than {MAX_ID_LENGTH}")
+
+    business_id = envelope.get("business_id")
+    occurred_at = envelope.get("timestamp")
+    try:
+        inserted = await inbox.insert_event(
+            runtime.db,
+            event_id=event_id,
+            event_type=event_type,
+            body=body.decode("utf-8"),
+            object_id=object_id(event_type, envelope.get("data")),
+            business_id=business_id if isinstance(business_id, str) else None,
+            occurred_at=occurred_at if isinstance(occurred_at, str) else None,
+        )
+    except (SQLAlchemyError, OSError, TimeoutError) as exc:
+        log.error("store unavailable, answering 503 so Dodo retries: %s", type(exc).__name__)
+        return _reject(runtime, 503, "store_unavailable", "store unavailable, retry later")
+
+    if not inserted:
+        runtime.metrics.inc("dodo_webhooks_received_total", result="duplicate")
+        return _ok(DUPLICATE)
+    runtime.metrics.inc("dodo_webhooks_received_total", result="accepted")
+    if not await queue.enqueue_event(runtime.redis, runtime.settings.QUEUE_NAME, event_id):
+        runtime.metrics.inc("dodo_enqueue_failures_total")
+    return _ok(ACCEPTED)
+
+
+__all__ = ["json_response", "receive_webhook"]
