@@ -66,7 +66,7 @@ def make_shutdown(owns_runtime: bool) -> Any:
 def cron_jobs(settings: Settings) -> list[Any]:
     from worker.resources import extra_cron_jobs
 
-    return [cron(sweep_job, name="dodo-worker:sweep", second=SWEEP_SECONDS, run_at_startup=False,
+    return [cron(sweep_job, name=f"{settings.QUEUE_NAME}:sweep", second=SWEEP_SECONDS, run_at_startup=False,
                  unique=True, timeout=60), *extra_cron_jobs(settings)]
 
 
