@@ -13,6 +13,7 @@ from arq.worker import Worker, func
 from worker import queue
 from worker.dispatch import process_event
 from worker.registry import Registry, load_handler_modules
+from worker.resources import extra_cron_jobs, extra_functions, open_resources
 from worker.runtime import Runtime
 from worker.settings import Settings
 from worker.sweeper import sweep
@@ -42,8 +43,6 @@ def make_startup(settings: Settings, registry: Registry | None, runtime: Runtime
         rt = runtime or Runtime.create(settings, registry)
         ctx["runtime"] = rt
         rt.metrics.start()
-        from worker.resources import open_resources
-
         await open_resources(rt)
         swept = await sweep(rt, older_than=0)
         log.info("worker ready: %d handler(s), queue %r, %d event(s) swept at start",
@@ -64,8 +63,6 @@ def make_shutdown(owns_runtime: bool) -> Any:
 
 
 def cron_jobs(settings: Settings) -> list[Any]:
-    from worker.resources import extra_cron_jobs
-
     return [cron(sweep_job, name=f"{settings.QUEUE_NAME}:sweep", second=SWEEP_SECONDS, run_at_startup=False,
                  unique=True, timeout=60), *extra_cron_jobs(settings)]
 
@@ -84,7 +81,7 @@ def build_worker(
     if not settings.REDIS_URL:
         raise RuntimeError("REDIS_URL is not set")
     options: dict[str, Any] = {
-        "functions": [func(process_event_job, name=queue.PROCESS_EVENT)],
+        "functions": [func(process_event_job, name=queue.PROCESS_EVENT), *extra_functions(settings)],
         "cron_jobs": cron_jobs(settings),
         "on_startup": make_startup(settings, registry, runtime),
         "on_shutdown": make_shutdown(owns_runtime=runtime is None),

@@ -1,7 +1,8 @@
-"""Process-wide resources handlers use (`ctx.resources`), opened when a worker starts.
+"""Extension points for features that need process-wide objects, arq functions or cron jobs.
 
-Features that need their own clients or cron jobs (the Dodo API, entitlements, reconciliation)
-register them here so the worker and `dev` get them without knowing each feature.
+The worker (and `dev`) call these, so a feature (entitlements, reconciliation) plugs in here
+without `worker/jobs.py` knowing about it. Keep each feature's part to a line or two that calls
+into the feature's own module.
 """
 
 from __future__ import annotations
@@ -13,8 +14,17 @@ from worker.settings import Settings
 
 
 async def open_resources(runtime: Runtime) -> None:
+    """Fill `runtime.resources` (seen by handlers as `ctx.resources`) when a worker starts.
+    Anything with `aclose()`/`close()` is closed when the runtime closes."""
     return None
 
 
+def extra_functions(settings: Settings) -> list[Any]:
+    """More arq job functions (`arq.worker.func(...)`) the worker should run."""
+    return []
+
+
 def extra_cron_jobs(settings: Settings) -> list[Any]:
+    """More arq cron jobs (`arq.cron.cron(...)`); give them unique=True and a name prefixed by
+    settings.QUEUE_NAME so that stacks sharing a Redis do not block each other."""
     return []
