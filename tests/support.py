@@ -24,7 +24,6 @@ from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from worker.cli.main import app as cli_app
-from worker.jobs import build_worker
 from worker.registry import Registry
 from worker.runtime import Runtime
 from worker.samples import load_sample
@@ -32,6 +31,7 @@ from worker.settings import Settings, load_settings
 from worker.signing import generate_secret, new_message_id, signed_headers
 from worker.store import Database, EventRow, HandlerRunRow
 from worker.store.migrate import upgrade
+from worker.supervisor import WorkerSupervisor
 from worker.web.app import create_app
 
 WAIT_SECONDS = 20.0
@@ -121,27 +121,28 @@ class Stack:
         self._server = self._server_task = None
 
     async def start_worker(self, **overrides: Any) -> None:
-        options = {"handle_signals": False, "poll_delay": 0.02, **overrides}
-        self._worker = build_worker(self.settings, self.registry, load_modules=False, **options)
-        self._worker_task = asyncio.create_task(self._worker.async_run())
+        """The worker as `dodo-worker worker` runs it: arq under our supervisor."""
+        options = {"poll_delay": 0.02, **overrides}
+        self._worker = WorkerSupervisor(self.settings, self.registry, load_modules=False, **options)
+        self._worker_task = asyncio.create_task(self._worker.run())
         await wait_until(self._worker_ready, what="the arq worker to start")
 
     async def _worker_ready(self) -> bool:
         assert self._worker_task is not None
         if self._worker_task.done():
             self._worker_task.result()
-        return "runtime" in self._worker.ctx
+        current = self._worker.current
+        return current is not None and "runtime" in current.ctx
 
     @property
     def worker_runtime(self) -> Runtime:
-        return self._worker.ctx["runtime"]  # type: ignore[no-any-return]
+        return self._worker.current.ctx["runtime"]  # type: ignore[no-any-return]
 
     async def stop_worker(self) -> None:
         if self._worker is not None:
-            await self._worker.close()
+            self._worker.request_stop()
         if self._worker_task is not None:
-            self._worker_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._worker_task
         self._worker = self._worker_task = None
 

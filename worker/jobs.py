@@ -96,3 +96,21 @@ def build_worker(
     }
     options.update(overrides)
     return Worker(**options)
+
+
+async def stop_gracefully(worker: Worker, grace_seconds: float) -> None:
+    """Stop picking jobs, let running ones finish (up to the grace period), then close.
+
+    What the grace period cuts short is cancelled; arq puts it back on the queue and the
+    handlers whose success was not yet recorded run again (they are idempotent)."""
+    import asyncio
+    import contextlib
+
+    worker.allow_pick_jobs = False
+    running = [task for task in worker.tasks.values() if not task.done()]
+    if running:
+        await asyncio.wait(running, timeout=grace_seconds)
+    from redis.exceptions import RedisError
+
+    with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
+        await worker.close()

@@ -12,12 +12,12 @@ import uvicorn
 
 from worker.cli.common import DEV_REDIS_FILE, DEV_STATE_DIR, console, fail, settings_or_exit
 from worker.embedded_redis import EmbeddedRedis
-from worker.jobs import build_worker
 from worker.logs import configure_logging
 from worker.registry import RegistryError
 from worker.settings import ConfigError, Settings
 from worker.signing import generate_secret
 from worker.store.migrate import upgrade
+from worker.supervisor import WorkerSupervisor, run_worker
 
 log = logging.getLogger("dodo_worker.cli")
 
@@ -54,10 +54,9 @@ def worker_command() -> None:
     if not settings.REDIS_URL:
         fail("REDIS_URL is not set (use `dodo-worker dev` for an embedded Redis)")
     try:
-        worker = build_worker(settings)
+        asyncio.run(run_worker(settings))
     except RegistryError as exc:
         fail(str(exc))
-    worker.run()
 
 
 def _dev_secret() -> str:
@@ -116,18 +115,17 @@ def _reachable_dev_redis(settings: Settings) -> bool:
 
 async def _dev(settings: Settings, port: int) -> None:
     await upgrade(settings.DATABASE_URL)
-    worker = build_worker(settings, handle_signals=False)
+    supervisor = WorkerSupervisor(settings)
     server = _server(settings, "127.0.0.1", port)
     console.print(
         f"dodo-worker dev: webhook URL http://127.0.0.1:{port}/webhooks/dodo\n"
         f"  try it:  dodo-worker send payment.succeeded   then   dodo-worker events list",
         highlight=False,
     )
-    worker_task = asyncio.create_task(worker.async_run())
+    worker_task = asyncio.create_task(supervisor.run())
     try:
-        await server.serve()
+        await server.serve()  # uvicorn handles Ctrl-C / SIGTERM; then the worker stops gracefully
     finally:
-        await worker.close()
-        worker_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
+        supervisor.request_stop()
+        with contextlib.suppress(asyncio.CancelledError):
             await worker_task

@@ -1,0 +1,83 @@
+"""Keep an arq worker running: rebuild it after Redis drops, stop it gracefully on a signal.
+
+arq's `Worker` exits when its Redis connection fails mid-poll. A merchant's worker should ride
+out a Redis restart without a process manager noticing, so we run it in a loop: on a lost
+connection, log it, wait (with back-off) and start a fresh Worker on the same settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+from arq.worker import Worker
+from redis.exceptions import RedisError
+
+from worker.jobs import build_worker, stop_gracefully
+from worker.registry import Registry, load_handler_modules
+from worker.settings import Settings
+
+log = logging.getLogger("dodo_worker.supervisor")
+RESTART_DELAYS = (0.5, 1, 2, 5, 10)
+
+
+class WorkerSupervisor:
+    def __init__(self, settings: Settings, registry: Registry | None = None, *, load_modules: bool = True,
+                 **worker_options: Any) -> None:
+        if load_modules:
+            load_handler_modules(settings.handler_modules)
+        self.settings = settings
+        self.registry = registry
+        self.worker_options = worker_options
+        self.current: Worker | None = None
+        self.restarts = 0
+        self._stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            self.current = build_worker(self.settings, self.registry, load_modules=False,
+                                        handle_signals=False, **self.worker_options)
+            task = asyncio.create_task(self.current.async_run())
+            stop_wait = asyncio.create_task(self._stopping.wait())
+            await asyncio.wait({task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+            stop_wait.cancel()
+            if self._stopping.is_set():
+                await stop_gracefully(self.current, self.settings.SHUTDOWN_GRACE_SECONDS)
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+                break
+            error = task.exception() if not task.cancelled() else None
+            with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
+                await self.current.close()
+            if error is not None and not isinstance(error, RedisError | OSError | TimeoutError):
+                raise error
+            delay = RESTART_DELAYS[min(failures, len(RESTART_DELAYS) - 1)]
+            failures += 1
+            self.restarts += 1
+            log.error("lost Redis (%s); starting the worker again in %ss", type(error).__name__, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        log.info("%s: finishing running jobs (up to %ss), then stopping", sig.name,
+                 self.settings.SHUTDOWN_GRACE_SECONDS)
+        self.request_stop()
+
+
+async def run_worker(settings: Settings) -> None:
+    supervisor = WorkerSupervisor(settings)
+    supervisor.install_signal_handlers()
+    await supervisor.run()
