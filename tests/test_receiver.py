@@ -197,3 +197,21 @@ async def test_health_ready_and_metrics(web: Stack) -> None:
     assert 'dodo_webhooks_rejected_total{reason="missing_headers"} 1.0' in text
     assert "dodo_queue_depth" in text
     assert 'dodo_events{status="received"}' in text
+
+
+async def test_a_concurrent_burst_with_repeats_stores_each_id_once(stack_factory) -> None:
+    """Concurrent webhooks share one INSERT; repeats of an id inside one burst are duplicates."""
+    import asyncio
+
+    stack = await stack_factory()
+    bodies = {new_message_id(): json.dumps(sample_envelope("payment.succeeded")) for _ in range(60)}
+    posts = [(event_id, body) for event_id, body in bodies.items()]
+    posts += posts[:15]  # Dodo retrying while the first delivery is still in flight
+    responses = await asyncio.gather(
+        *(stack.post(body, signed_headers(stack.secret, body, event_id)) for event_id, body in posts)
+    )
+    outcomes = [r.json()["status"] for r in responses]
+    assert outcomes.count("accepted") == 60
+    assert outcomes.count("duplicate") == 15
+    for event_id in bodies:
+        await stack.wait_status(event_id, EventStatus.PROCESSED, EventStatus.IGNORED)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import Any
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -20,37 +23,60 @@ from worker.store.models import (
 )
 
 
-async def insert_event(
-    db: Database,
-    *,
-    event_id: str,
-    event_type: str,
-    body: str,
-    source: str = EventSource.WEBHOOK,
-    object_id: str | None = None,
-    business_id: str | None = None,
-    occurred_at: str | None = None,
-) -> bool:
-    """Store an event once; False when an event with this id is already in the inbox."""
+@dataclass(frozen=True)
+class NewEvent:
+    id: str
+    type: str
+    body: str
+    source: str = EventSource.WEBHOOK
+    object_id: str | None = None
+    business_id: str | None = None
+    occurred_at: str | None = None
+
+
+async def insert_events(db: Database, events: Sequence[NewEvent]) -> set[str]:
+    """Store events in one statement and one transaction, each id at most once.
+
+    Returns the ids that were new; an id already in the inbox (or earlier in `events`) is not."""
+    if not events:
+        return set()
     now = utcnow()
-    values = {
-        "id": event_id,
-        "type": event_type[:128],
-        "source": source,
-        "status": EventStatus.RECEIVED,
-        "attempts": 0,
-        "object_id": object_id,
-        "business_id": business_id[:128] if business_id else None,
-        "occurred_at": occurred_at[:64] if occurred_at else None,
-        "body": body,
-        "received_at": now,
-        "updated_at": now,
-    }
-    dialect = postgresql if db.dialect == "postgresql" else sqlite
-    statement = dialect.insert(EventRow).values(**values).on_conflict_do_nothing(index_elements=["id"])
+    rows = [
+        {
+            "id": e.id,
+            "type": e.type[:128],
+            "source": e.source,
+            "status": EventStatus.RECEIVED,
+            "attempts": 0,
+            "object_id": e.object_id,
+            "business_id": e.business_id[:128] if e.business_id else None,
+            "occurred_at": e.occurred_at[:64] if e.occurred_at else None,
+            "body": e.body,
+            "received_at": now,
+            "updated_at": now,
+        }
+        for e in events
+    ]
+    # executemany + RETURNING: SQLAlchemy's "insertmanyvalues" sends one multi-row INSERT from a
+    # statement compiled once, whatever the batch size.
     async with db.engine.begin() as conn:
-        result = await conn.execute(statement)
-    return bool(result.rowcount)
+        result = await conn.execute(_insert_statement(db.dialect), rows)
+        return set(result.scalars())
+
+
+@lru_cache(maxsize=4)
+def _insert_statement(dialect_name: str) -> Any:
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    return dialect.insert(EventRow).on_conflict_do_nothing(index_elements=["id"]).returning(EventRow.id)
+
+
+async def insert_event(db: Database, *, event_id: str, event_type: str, body: str,
+                       source: str = EventSource.WEBHOOK, object_id: str | None = None,
+                       business_id: str | None = None, occurred_at: str | None = None) -> bool:
+    """Store one event; False when an event with this id is already in the inbox."""
+    new = NewEvent(id=event_id, type=event_type, body=body, source=source, object_id=object_id,
+                   business_id=business_id, occurred_at=occurred_at)
+    return bool(await insert_events(db, [new]))
 
 
 async def get_event(session: AsyncSession, event_id: str) -> EventRow | None:

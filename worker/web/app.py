@@ -16,6 +16,7 @@ from worker.runtime import Runtime
 from worker.settings import ConfigError, Settings
 from worker.verify import Verifier
 from worker.web.health import health, metrics_endpoint, ready
+from worker.web.inbox_writer import InboxWriter
 from worker.web.responses import error
 from worker.web.webhooks import receive_webhook
 
@@ -40,10 +41,14 @@ def create_app(
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         runtime = Runtime.create(settings, registry)
         app.state.runtime = runtime
+        writer = InboxWriter(runtime.db, runtime.redis, settings.QUEUE_NAME)
+        app.state.inbox_writer = writer
+        writer.start()
         runtime.metrics.start()
         try:
             yield
         finally:
+            await writer.stop()
             await runtime.close()
 
     from worker.web.api import api_routes

@@ -1,6 +1,7 @@
 """`POST /webhooks/dodo`: verify, store, enqueue, answer, in that order.
 
-A 200 means the event is durable in SQL. Redis is only the delivery mechanism: when it is
+A 200 means the event is durable in SQL (see inbox_writer.py for how concurrent webhooks share
+one INSERT). Redis is only the delivery mechanism: when it is
 down we still answer 200 and the sweeper enqueues the event later.
 """
 
@@ -13,11 +14,11 @@ from litestar import Request, Response, post
 from litestar.datastructures import State
 from sqlalchemy.exc import SQLAlchemyError
 
-from worker import queue
 from worker.events import object_id
 from worker.runtime import Runtime
-from worker.store import inbox
+from worker.store.inbox import NewEvent
 from worker.verify import SignatureError, Verifier
+from worker.web.inbox_writer import InboxWriter
 from worker.web.responses import error, json_response
 
 log = logging.getLogger("dodo_worker.receiver")
@@ -81,16 +82,17 @@ async def receive_webhook(request: Request, state: State) -> Response[bytes]:
 
     business_id = envelope.get("business_id")
     occurred_at = envelope.get("timestamp")
+    new_event = NewEvent(
+        id=event_id,
+        type=event_type,
+        body=body.decode("utf-8"),
+        object_id=object_id(event_type, envelope.get("data")),
+        business_id=business_id if isinstance(business_id, str) else None,
+        occurred_at=occurred_at if isinstance(occurred_at, str) else None,
+    )
+    writer: InboxWriter = state.inbox_writer
     try:
-        inserted = await inbox.insert_event(
-            runtime.db,
-            event_id=event_id,
-            event_type=event_type,
-            body=body.decode("utf-8"),
-            object_id=object_id(event_type, envelope.get("data")),
-            business_id=business_id if isinstance(business_id, str) else None,
-            occurred_at=occurred_at if isinstance(occurred_at, str) else None,
-        )
+        inserted, enqueued = await writer.submit(new_event)
     except (SQLAlchemyError, OSError, TimeoutError) as exc:
         log.error("store unavailable, answering 503 so Dodo retries: %s", type(exc).__name__)
         return _reject(runtime, 503, "store_unavailable", "store unavailable, retry later")
@@ -99,7 +101,7 @@ async def receive_webhook(request: Request, state: State) -> Response[bytes]:
         runtime.metrics.inc("dodo_webhooks_received_total", result="duplicate")
         return _ok(DUPLICATE)
     runtime.metrics.inc("dodo_webhooks_received_total", result="accepted")
-    if not await queue.enqueue_event(runtime.redis, runtime.settings.QUEUE_NAME, event_id):
+    if not enqueued:
         runtime.metrics.inc("dodo_enqueue_failures_total")
     return _ok(ACCEPTED)
 
