@@ -64,7 +64,7 @@ def make_shutdown(owns_runtime: bool) -> Any:
 
 def cron_jobs(settings: Settings) -> list[Any]:
     return [cron(sweep_job, name=f"{settings.QUEUE_NAME}:sweep", second=SWEEP_SECONDS, run_at_startup=False,
-                 unique=True, timeout=60), *extra_cron_jobs(settings)]
+                 unique=True), *extra_cron_jobs(settings)]
 
 
 def build_worker(
