@@ -68,6 +68,19 @@ class Settings(BaseSettings):
     RETRY_MAX_SECONDS: float = Field(default=3600.0, gt=0)
     WORKER_CONCURRENCY: int = Field(default=20, ge=1)
     LOG_LEVEL: str = "INFO"
+    # Reconciliation (worker/reconcile): how often, how far back the first scan looks, and how
+    # much each window overlaps the last one (a payment may turn `succeeded` after it was created).
+    RECONCILE_INTERVAL_MINUTES: int = Field(default=15, ge=1, le=1440)
+    RECONCILE_LOOKBACK_HOURS: float = Field(default=48.0, gt=0)
+    RECONCILE_OVERLAP_MINUTES: float = Field(default=60.0, ge=0)
+    # Entitlements (worker/entitlements): download links and outbound hooks.
+    PUBLIC_URL: str | None = None  # base of download links in hook payloads; else http://localhost:PORT
+    DOWNLOAD_SIGNING_KEY: SecretStr | None = None  # else derived from WORKER_API_TOKEN or the webhook key
+    DOWNLOAD_TOKEN_TTL_SECONDS: int = Field(default=3600, ge=10)
+    HOOKS_TIMEOUT_SECONDS: float = Field(default=10.0, gt=0)
+    HOOKS_RETRY_BASE_SECONDS: float = Field(default=5.0, gt=0)
+    HOOKS_RETRY_MAX_SECONDS: float = Field(default=3600.0, gt=0)
+    HOOKS_GIVE_UP_HOURS: float = Field(default=72.0, gt=0)  # then the delivery is `failed`, replayable
 
     @field_validator("DODO_PAYMENTS_WEBHOOK_KEY", "HOOKS_SIGNING_KEY")
     @classmethod
@@ -78,14 +91,14 @@ class Settings(BaseSettings):
             check_whsec(secret)
         return value
 
-    @field_validator("DODO_PAYMENTS_API_KEY", "WORKER_API_TOKEN", mode="after")
+    @field_validator("DODO_PAYMENTS_API_KEY", "WORKER_API_TOKEN", "DOWNLOAD_SIGNING_KEY", mode="after")
     @classmethod
     def _blank_is_none(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None or not value.get_secret_value().strip():
             return None
         return value
 
-    @field_validator("DODO_PAYMENTS_BASE_URL", "REDIS_URL", mode="after")
+    @field_validator("DODO_PAYMENTS_BASE_URL", "REDIS_URL", "PUBLIC_URL", mode="after")
     @classmethod
     def _blank_str_is_none(cls, value: str | None) -> str | None:
         return value or None

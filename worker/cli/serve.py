@@ -53,10 +53,20 @@ def worker_command() -> None:
     configure_logging(settings.LOG_LEVEL)
     if not settings.REDIS_URL:
         fail("REDIS_URL is not set (use `dodo-worker dev` for an embedded Redis)")
+    _check_or_exit(settings)
     try:
         asyncio.run(run_worker(settings))
     except RegistryError as exc:
         fail(str(exc))
+
+
+def _check_or_exit(settings: Settings) -> None:
+    from worker.resources import check_config
+
+    try:
+        check_config(settings)
+    except ConfigError as exc:
+        fail(f"configuration error: {exc}")
 
 
 def _dev_secret() -> str:
@@ -80,6 +90,7 @@ def dev_command(
         secret = _dev_secret()
         settings = settings_or_exit(DODO_PAYMENTS_WEBHOOK_KEY=secret)
         console.print(f"generated a test webhook secret and saved it in .env:\n  {secret}")
+    _check_or_exit(settings)
     embedded: EmbeddedRedis | None = None
     if not settings.REDIS_URL or not _reachable_dev_redis(settings):
         embedded = EmbeddedRedis().start()

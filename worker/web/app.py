@@ -36,10 +36,14 @@ def create_app(
     if not settings.webhook_secrets:
         raise ConfigError("DODO_PAYMENTS_WEBHOOK_KEY is not set: the receiver cannot verify webhooks")
     verifier = Verifier(settings.webhook_secrets)
+    from worker.entitlements.catalog import load_catalog
+
+    catalog = load_catalog(settings.entitlements_path)  # CatalogError (a ConfigError) stops start-up
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         runtime = Runtime.create(settings, registry)
+        runtime.resources["catalog"] = catalog
         app.state.runtime = runtime
         writer = InboxWriter(runtime.db, runtime.redis, settings.QUEUE_NAME)
         app.state.inbox_writer = writer
@@ -56,7 +60,7 @@ def create_app(
     return Litestar(
         route_handlers=[*ROUTES, *api_routes(), *extra_routes],
         lifespan=[lifespan],
-        state=State({"verifier": verifier, "settings": settings}),
+        state=State({"verifier": verifier, "settings": settings, "catalog": catalog}),
         exception_handlers={HTTPException: _http_error},
         request_max_body_size=None,
         openapi_config=None,
