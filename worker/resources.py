@@ -16,7 +16,21 @@ from worker.settings import Settings
 async def open_resources(runtime: Runtime) -> None:
     """Fill `runtime.resources` (seen by handlers as `ctx.resources`) when a worker starts.
     Anything with `aclose()`/`close()` is closed when the runtime closes."""
+    from integrations.dodo import create_client
+    from worker.entitlements.catalog import load_catalog
+
+    runtime.resources.setdefault("catalog", load_catalog(runtime.settings.entitlements_path))
+    if (dodo := create_client(runtime.settings)) is not None:
+        runtime.resources["dodo"] = dodo  # ctx.dodo; reconciliation reads through it too
     return None
+
+
+def check_config(settings: Settings) -> None:
+    """Checks a process runs before it starts serving: raise ConfigError (one line) on a bad
+    catalog, so `web`, `worker` and `dev` stop at once with the file, the line and the problem."""
+    from worker.entitlements.catalog import load_catalog
+
+    load_catalog(settings.entitlements_path)
 
 
 def extra_functions(settings: Settings) -> list[Any]:
@@ -27,4 +41,6 @@ def extra_functions(settings: Settings) -> list[Any]:
 def extra_cron_jobs(settings: Settings) -> list[Any]:
     """More arq cron jobs (`arq.cron.cron(...)`); give them unique=True and a name prefixed by
     settings.QUEUE_NAME so that stacks sharing a Redis do not block each other."""
-    return []
+    from worker.reconcile.job import cron_jobs as reconcile_cron_jobs
+
+    return [*reconcile_cron_jobs(settings)]

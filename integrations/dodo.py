@@ -1,0 +1,145 @@
+"""Dodo Payments API client: the official SDK (`AsyncDodoPayments`) configured from settings.
+
+- `create_client(settings)` builds the SDK client, or returns None when no API key is set.
+  The SDK defaults to `live_mode`; we pass DODO_PAYMENTS_ENVIRONMENT (default `test_mode`)
+  explicitly, or DODO_PAYMENTS_BASE_URL instead of it (the SDK refuses both).
+- `DodoReader` wraps a client for reading lists and objects as plain JSON (the payload of a
+  synthetic event must keep every field Dodo sent, known to the SDK's models or not). It counts
+  API calls, and waits out rate limits: the SDK itself retries 429/5xx/connection errors with
+  back-off and honours `Retry-After` up to 60 s; a 429 that outlasts those retries, or asks for
+  a longer wait, is waited out here (up to `max_rate_limit_wait` seconds in all).
+
+The API key is a `SecretStr` in settings and only ever reaches the SDK; nothing here logs it,
+and `KeyRedactor` scrubs it from the SDK's and httpx's own log lines in case a debug level ever
+prints headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from dodopayments import APIStatusError, AsyncDodoPayments, RateLimitError
+
+from worker.settings import Settings
+
+log = logging.getLogger("dodo_worker.dodo")
+
+SDK_MAX_RETRIES = 4
+TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+PAGE_SIZE = 100  # the API's maximum
+DEFAULT_RETRY_AFTER = 5.0
+
+
+class KeyRedactor(logging.Filter):
+    """Replaces the API key in any log record that reaches the SDK's or httpx's loggers."""
+
+    def __init__(self, secret: str) -> None:
+        super().__init__()
+        self.secret = secret
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secret:
+            message = record.getMessage()
+            if self.secret in message:
+                record.msg, record.args = message.replace(self.secret, "***"), None
+        return True
+
+
+def create_client(settings: Settings, *, max_retries: int = SDK_MAX_RETRIES) -> AsyncDodoPayments | None:
+    """The SDK client for reconciliation and handlers (`ctx.dodo`); None without an API key."""
+    if settings.DODO_PAYMENTS_API_KEY is None:
+        return None
+    key = settings.DODO_PAYMENTS_API_KEY.get_secret_value()
+    for name in ("dodopayments", "httpx"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, KeyRedactor) and f.secret == key for f in logger.filters):
+            logger.addFilter(KeyRedactor(key))
+    target: dict[str, Any]
+    if settings.DODO_PAYMENTS_BASE_URL:
+        target = {"base_url": settings.DODO_PAYMENTS_BASE_URL}
+    else:
+        # base_url=None tells the SDK to ignore a DODO_PAYMENTS_BASE_URL it might read itself.
+        target = {"environment": settings.DODO_PAYMENTS_ENVIRONMENT, "base_url": None}
+    return AsyncDodoPayments(bearer_token=key, max_retries=max_retries, timeout=TIMEOUT, **target)
+
+
+class DodoAPIError(Exception):
+    """The API could not be read; the message names the call and status, never the key."""
+
+
+@dataclass
+class DodoReader:
+    """Reads Dodo's API as JSON through the SDK, counting calls and waiting out rate limits."""
+
+    client: AsyncDodoPayments
+    max_rate_limit_wait: float = 600.0
+    calls: int = 0
+    rate_limited: int = 0
+    waited_seconds: float = 0.0
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+
+    async def list_page(self, path: str, page_number: int, page_size: int = PAGE_SIZE,
+                        **filters: Any) -> list[dict[str, Any]]:
+        """One page of a list endpoint (`/payments`, `/refunds`, ...): its `items`."""
+        query = {k: v for k, v in filters.items() if v is not None}
+        query.update(page_number=page_number, page_size=page_size)
+        body = await self._get(path, query)
+        items = body.get("items") if isinstance(body, dict) else None
+        if not isinstance(items, list):
+            raise DodoAPIError(f"GET {path}: the answer has no 'items' list")
+        return [item for item in items if isinstance(item, dict)]
+
+    async def retrieve(self, path: str) -> dict[str, Any]:
+        """One object (`/payments/{id}`, ...)."""
+        body = await self._get(path, None)
+        if not isinstance(body, dict):
+            raise DodoAPIError(f"GET {path}: the answer is not an object")
+        return body
+
+    async def _get(self, path: str, query: Mapping[str, Any] | None) -> Any:
+        waited = 0.0
+        while True:
+            self.calls += 1
+            try:
+                # The SDK's generic GET: its auth, retries, back-off and errors, our JSON.
+                return await self.client.get(path, cast_to=object, options={"params": dict(query or {})})
+            except RateLimitError as exc:
+                # The SDK already retried; it honours Retry-After only up to 60 s.
+                delay = retry_after(exc.response.headers)
+                if waited + delay > self.max_rate_limit_wait:
+                    raise DodoAPIError(f"GET {path}: still rate limited (429) after {waited:.0f}s") from None
+                self.rate_limited += 1
+                log.warning("Dodo API rate limit on GET %s; waiting %.1fs as asked", path, delay)
+                await asyncio.sleep(delay)
+                waited += delay
+                self.waited_seconds += delay
+            except APIStatusError as exc:
+                raise DodoAPIError(f"GET {path}: HTTP {exc.status_code}") from None
+            except Exception as exc:  # connection errors and timeouts, after the SDK's retries
+                raise DodoAPIError(f"GET {path}: {type(exc).__name__}") from None
+
+
+def retry_after(headers: Mapping[str, str]) -> float:
+    """Seconds a 429 asks us to wait (`retry-after-ms` or `Retry-After`), with a little jitter."""
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        raw = headers.get(name)
+        if raw is None:
+            continue
+        try:
+            return max(0.0, float(raw) * scale) + random.uniform(0, 0.1)
+        except ValueError:
+            from email.utils import parsedate_to_datetime
+            from datetime import UTC, datetime
+
+            try:
+                when = parsedate_to_datetime(raw)
+            except (TypeError, ValueError):
+                continue
+            return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return DEFAULT_RETRY_AFTER

@@ -1,0 +1,240 @@
+"""A fake of Dodo's REST API, enough for reconciliation: the list and detail endpoints of payments,
+refunds, disputes and subscriptions, with Dodo's paging (`page_size` ≤ 100, `page_number` from 0,
+`{"items": [...]}`, no total), its filters, bearer auth, and 429s with `Retry-After` on demand.
+
+`ROUTES` below is the one table of what it serves (paths, query parameters, response schemas);
+tests/fakedodo/test_spec.py checks that table, and every answer's shape, against Dodo's published
+OpenAPI spec so the fake cannot drift from the real API.
+
+Run it alone (the benchmark does): python -m tests.fakedodo.server --port 8123 --payments 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl
+
+PAGING = {"page_size", "page_number", "created_at_gte", "created_at_lte"}
+
+
+@dataclass(frozen=True)
+class ListRoute:
+    path: str
+    collection: str
+    schema: str  # response schema in the spec's components
+    params: frozenset[str]
+    item_fields: tuple[str, ...]  # a list item is the full object cut down to these
+
+
+@dataclass(frozen=True)
+class DetailRoute:
+    path: str  # with its {param}
+    collection: str
+    schema: str
+
+
+PAYMENT_ITEM = ("payment_id", "total_amount", "currency", "customer", "created_at", "brand_id",
+                "digital_products_delivered", "metadata", "payment_method", "payment_method_type", "status",
+                "subscription_id")
+REFUND_ITEM = ("refund_id", "payment_id", "business_id", "status", "created_at", "is_partial", "amount",
+               "currency", "reason")
+DISPUTE_ITEM = ("dispute_id", "payment_id", "business_id", "amount", "currency", "dispute_status",
+                "dispute_stage", "created_at")
+SUBSCRIPTION_ITEM = ("subscription_id", "recurring_pre_tax_amount", "tax_inclusive", "currency", "status",
+                     "created_at", "product_id", "quantity", "trial_period_days", "subscription_period_interval",
+                     "payment_frequency_interval", "subscription_period_count", "payment_frequency_count",
+                     "next_billing_date", "previous_billing_date", "customer", "metadata",
+                     "cancel_at_next_billing_date", "billing", "on_demand", "cancelled_at", "discount_id",
+                     "discount_cycles_remaining")
+
+ROUTES: tuple[ListRoute | DetailRoute, ...] = (
+    ListRoute("/payments", "payments", "GetPaymentsListResponse",
+              frozenset(PAGING | {"status", "customer_id", "subscription_id", "brand_id"}), PAYMENT_ITEM),
+    DetailRoute("/payments/{payment_id}", "payments", "PaymentResponse"),
+    ListRoute("/refunds", "refunds", "GetRefundsListResponse",
+              frozenset(PAGING | {"status", "customer_id"}), REFUND_ITEM),
+    DetailRoute("/refunds/{refund_id}", "refunds", "RefundResponse"),
+    ListRoute("/disputes", "disputes", "GetDisputesListResponse",
+              frozenset(PAGING | {"dispute_status", "dispute_stage", "customer_id"}), DISPUTE_ITEM),
+    DetailRoute("/disputes/{dispute_id}", "disputes", "GetDisputeResponse"),
+    ListRoute("/subscriptions", "subscriptions", "GetSubscriptionsListResponse",
+              frozenset(PAGING | {"status", "customer_id", "brand_id"}), SUBSCRIPTION_ITEM),
+    DetailRoute("/subscriptions/{subscription_id}", "subscriptions", "SubscriptionResponse"),
+)
+_LISTS = {r.path: r for r in ROUTES if isinstance(r, ListRoute)}
+_DETAILS = {r.path.rsplit("/", 1)[0]: r for r in ROUTES if isinstance(r, DetailRoute)}
+
+
+@dataclass
+class Call:
+    method: str
+    path: str
+    query: dict[str, str]
+    status: int
+    at: float  # time.monotonic()
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def parse_time(value: str) -> datetime:
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@dataclass
+class FakeDodo:
+    """The fake's data and behaviour. Add objects with `add_*` (tests/fakedodo/data.py builds them)."""
+
+    api_key: str = "sk_test_fake_0123456789"
+    business_id: str = "bus_fake"
+    page_number_cap: int | None = None  # like Dodo's unpublished cap on deep paging
+    rate_limit_every: int | None = None  # every Nth request answers 429
+    retry_after: str = "1"
+    delay: float = 0.0  # seconds added to every answer
+    collections: dict[str, dict[str, dict[str, Any]]] = field(default_factory=lambda: {
+        "payments": {}, "refunds": {}, "disputes": {}, "subscriptions": {}})
+    calls: list[Call] = field(default_factory=list)
+    gate: asyncio.Event | None = None  # when set, list requests wait for it to be set
+    _throttle: list[str] = field(default_factory=list)  # Retry-After values of the next 429s
+    _sorted: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    # data --------------------------------------------------------------------------------
+    def add(self, collection: str, obj: dict[str, Any]) -> dict[str, Any]:
+        key = {"payments": "payment_id", "refunds": "refund_id", "disputes": "dispute_id",
+               "subscriptions": "subscription_id"}[collection]
+        self.collections[collection][obj[key]] = obj
+        self._sorted.pop(collection, None)
+        return obj
+
+    def throttle_next(self, count: int = 1, retry_after: str = "1") -> None:
+        """The next `count` requests answer 429 with this Retry-After."""
+        self._throttle.extend([retry_after] * count)
+
+    def count(self, path: str, status: int | None = None) -> int:
+        return sum(1 for c in self.calls if c.path == path and (status is None or c.status == status))
+
+    def api_calls(self) -> int:
+        return len(self.calls)
+
+    # serving -----------------------------------------------------------------------------
+    def answer(self, method: str, path: str, query: dict[str, str], headers: dict[str, str]
+               ) -> tuple[int, dict[str, str], Any]:
+        if headers.get("authorization") != f"Bearer {self.api_key}":
+            return 401, {}, {"code": "UNAUTHORIZED", "message": "invalid API key"}
+        if self._throttle or (self.rate_limit_every and (len(self.calls) + 1) % self.rate_limit_every == 0):
+            wait = self._throttle.pop(0) if self._throttle else self.retry_after
+            return 429, {"retry-after": wait}, {"code": "TOO_MANY_REQUESTS", "message": "rate limited"}
+        if method != "GET":
+            return 405, {}, {"code": "METHOD_NOT_ALLOWED", "message": method}
+        if path in _LISTS:
+            return self._list(_LISTS[path], query)
+        parent, _, object_id = path.rpartition("/")
+        if parent in _DETAILS and object_id:
+            obj = self.collections[_DETAILS[parent].collection].get(object_id)
+            if obj is None:
+                return 404, {}, {"code": "NOT_FOUND", "message": f"{object_id} not found"}
+            return 200, {}, obj
+        return 404, {}, {"code": "NOT_FOUND", "message": f"no route {path}"}
+
+    def _list(self, route: ListRoute, query: dict[str, str]) -> tuple[int, dict[str, str], Any]:
+        unknown = set(query) - route.params
+        if unknown:
+            return 422, {}, {"code": "INVALID_QUERY", "message": f"unknown parameter(s): {sorted(unknown)}"}
+        try:
+            page_size = int(query.get("page_size", "10"))
+            page_number = int(query.get("page_number", "0"))
+            gte = parse_time(query["created_at_gte"]) if "created_at_gte" in query else None
+            lte = parse_time(query["created_at_lte"]) if "created_at_lte" in query else None
+        except ValueError as exc:
+            return 422, {}, {"code": "INVALID_QUERY", "message": str(exc)}
+        if not 0 <= page_size <= 100 or page_number < 0:
+            return 422, {}, {"code": "INVALID_QUERY", "message": "page_size is 0..100, page_number >= 0"}
+        if self.page_number_cap is not None:
+            page_number = min(page_number, self.page_number_cap)
+        selected = [obj for obj in self._ordered(route.collection)
+                    if _matches(obj, query, gte, lte)]
+        page = selected[page_number * page_size:(page_number + 1) * page_size]
+        return 200, {}, {"items": [{k: obj[k] for k in route.item_fields if k in obj} for obj in page]}
+
+    def _ordered(self, collection: str) -> list[dict[str, Any]]:
+        """Newest first, like Dodo's lists."""
+        if collection not in self._sorted:
+            self._sorted[collection] = sorted(self.collections[collection].values(),
+                                              key=lambda o: (o["created_at"], _id(o)), reverse=True)
+        return self._sorted[collection]
+
+    # ASGI --------------------------------------------------------------------------------
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]],
+                       send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        path = scope["path"].rstrip("/") or "/"
+        query = dict(parse_qsl(scope["query_string"].decode()))
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        if self.gate is not None and path in _LISTS:
+            await self.gate.wait()
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        status, extra, body = self.answer(scope["method"], path, query, headers)
+        self.calls.append(Call(scope["method"], path, query, status, time.monotonic()))
+        payload = json.dumps(body).encode()
+        response_headers = [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(payload)).encode())]
+        response_headers += [(k.encode(), v.encode()) for k, v in extra.items()]
+        await send({"type": "http.response.start", "status": status, "headers": response_headers})
+        await send({"type": "http.response.body", "body": payload})
+
+
+def _id(obj: dict[str, Any]) -> str:
+    for key in ("payment_id", "refund_id", "dispute_id", "subscription_id"):
+        if key in obj:
+            return str(obj[key])
+    return ""
+
+
+def _matches(obj: dict[str, Any], query: dict[str, str], gte: datetime | None, lte: datetime | None) -> bool:
+    created = parse_time(obj["created_at"])
+    if (gte is not None and created < gte) or (lte is not None and created > lte):
+        return False
+    for name in ("status", "dispute_status", "dispute_stage", "subscription_id", "brand_id"):
+        if name in query and str(obj.get(name)) != query[name]:
+            return False
+    if "customer_id" in query and (obj.get("customer") or {}).get("customer_id") != query["customer_id"]:
+        return False
+    return True
+
+
+def main() -> None:
+    import uvicorn
+
+    from tests.fakedodo.data import populate
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--payments", type=int, default=1000)
+    parser.add_argument("--api-key", default="sk_test_fake_0123456789")
+    args = parser.parse_args()
+    fake = FakeDodo(api_key=args.api_key)
+    populate(fake, payments=args.payments)
+    uvicorn.run(fake, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()

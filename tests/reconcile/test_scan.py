@@ -1,0 +1,235 @@
+"""`dodo-worker reconcile` against the fake Dodo API: what webhooks missed is repaired through the
+same handlers, exactly once, and nothing else is touched."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from typing import Any
+
+from sqlalchemy import func, select
+
+from tests.fakedodo.data import populate
+from tests.reconcile.conftest import Dodo
+from tests.support import Stack, wait_until
+from worker import Context, Event
+from worker.reconcile.models import ReconcileRunRow, ReconcileStateRow
+from worker.registry import Registry
+from worker.store import EventRow
+
+
+class Ledger:
+    """A merchant's handlers, counting what they provisioned and revoked."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.granted: Counter[str] = Counter()
+        self.revoked: Counter[str] = Counter()
+        self.lost: Counter[str] = Counter()
+
+        @registry.on("payment.succeeded")
+        async def grant(event: Event, ctx: Context) -> None:
+            assert event.data.get("product_cart"), "handlers get the full payment, with its cart"
+            self.granted[event.data.get("payment_id")] += 1
+
+        @registry.on("refund.succeeded")
+        async def revoke(event: Event, ctx: Context) -> None:
+            assert event.data.get("customer"), "handlers get the full refund, with its customer"
+            self.revoked[event.data.get("payment_id")] += 1
+
+        @registry.on("dispute.lost")
+        async def chargeback(event: Event, ctx: Context) -> None:
+            self.lost[event.data.get("payment_id")] += 1
+
+
+async def deliver(stack: Stack, event_type: str, objects: list[dict[str, Any]]) -> list[str]:
+    """Send each object as a signed webhook through the real receiver and wait until processed."""
+    ids = []
+    for obj in objects:
+        event_id, response = await stack.send(event_type, obj)
+        assert response.status_code == 200
+        ids.append(event_id)
+    for event_id in ids:
+        await stack.wait_status(event_id, "processed")
+    return ids
+
+
+async def settle(stack: Stack, result: dict[str, Any]) -> None:
+    for item in result["repaired"]:
+        await stack.wait_status(item["event_id"], "processed")
+
+
+async def count_rows(stack: Stack, model: Any) -> int:
+    async with stack.db.sessions() as session:
+        return int(await session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+async def test_missed_payments_refunds_and_disputes_are_repaired_exactly_once(
+        stack_factory: Any, registry: Registry, dodo: Dodo) -> None:
+    ledger = Ledger(registry)
+    made = populate(dodo.fake, payments=250, failed=20, refunds=20, disputes=5)
+    paid = [p["payment_id"] for p in made["payments"]]
+    stack = await stack_factory()
+    # Webhooks brought 100 of the paid orders and 5 of the refunds; the rest were lost.
+    await deliver(stack, "payment.succeeded", made["payments"][:200:2])
+    await deliver(stack, "refund.succeeded", made["refunds"][:5])
+    missing = set(paid) - {p["payment_id"] for p in made["payments"][:200:2]}
+
+    result = await dodo.reconcile(stack)
+    assert result["scanned"] == 250 + 20 + 5
+    assert result["scanned_by_kind"] == {"payment": 250, "refund": 20, "dispute": 5, "subscription": 0}
+    repaired = {(r["kind"], r["id"]) for r in result["repaired"]}
+    assert repaired == ({("payment", p) for p in missing}
+                        | {("refund", r["refund_id"]) for r in made["refunds"][5:]}
+                        | {("dispute", d["dispute_id"]) for d in made["disputes"]})
+    assert len(result["repaired"]) == len(repaired)
+    by_id = {r["id"]: r for r in result["repaired"]}
+    some = sorted(missing)[0]
+    assert by_id[some]["event_id"] == f"rec_payment.succeeded_{some}"
+    assert by_id[some]["metadata"] == {"order_id": "ord_" + some.removeprefix("pay_")}
+    refund = made["refunds"][7]
+    assert by_id[refund["refund_id"]]["metadata"] == {"order_id": "ord_" + refund["payment_id"][4:]}
+    await settle(stack, result)
+
+    # Every paid order provisioned exactly once; failed payments never; every refund and lost
+    # dispute applied once.
+    assert ledger.granted == Counter({p: 1 for p in paid})
+    assert not {p["payment_id"] for p in made["failed"]} & set(ledger.granted)
+    assert ledger.revoked == Counter({r["payment_id"]: 1 for r in made["refunds"]})
+    assert ledger.lost == Counter({d["payment_id"]: 1 for d in made["disputes"]})
+    code, out, _ = await stack.cli("events", "show", by_id[some]["event_id"], "--json")
+    shown = json.loads(out)
+    assert (code, shown["source"], shown["status"]) == (0, "reconcile", "processed")
+
+    # Cost: 3 pages of payments, and a full fetch only of what was missing.
+    assert dodo.fake.count("/payments") == 3
+    fetched = sum(1 for c in dodo.fake.calls if c.path.startswith("/payments/"))
+    assert fetched == len(missing)
+
+    # A second scan finds nothing missing, fetches nothing, and the handlers see nothing new.
+    again = await dodo.reconcile(stack)
+    assert again["repaired"] == []
+    assert again["scanned"] == 275
+    assert sum(1 for c in dodo.fake.calls if c.path.startswith("/payments/")) == fetched
+    assert ledger.granted == Counter({p: 1 for p in paid})
+    assert await count_rows(stack, ReconcileRunRow) == 2
+    assert await count_rows(stack, ReconcileStateRow) == 1
+
+
+async def test_events_in_flight_are_left_alone_and_dead_ones_reported(
+        stack_factory: Any, registry: Registry, dodo: Dodo) -> None:
+    made = populate(dodo.fake, payments=3)
+    slow, broken, fine = (p["payment_id"] for p in made["payments"])
+    release = asyncio.Event()
+    runs: Counter[str] = Counter()
+
+    @registry.on("payment.succeeded")
+    async def grant(event: Event, ctx: Context) -> None:
+        runs[event.data.get("payment_id")] += 1
+        if event.data.get("payment_id") == broken:
+            raise RuntimeError("licence server down")
+        if event.data.get("payment_id") == slow:
+            await release.wait()
+
+    stack = await stack_factory(MAX_ATTEMPTS=1)
+    slow_id, _ = await stack.send("payment.succeeded", made["payments"][0])
+    broken_id, _ = await stack.send("payment.succeeded", made["payments"][1])
+    await stack.wait_status(broken_id, "dead")
+    await stack.wait_status(slow_id, "processing")
+
+    result = await dodo.reconcile(stack)
+    assert [(r["kind"], r["id"]) for r in result["repaired"]] == [("payment", fine)]
+    assert result["dead"] == [{"kind": "payment", "id": broken, "event_id": broken_id}]
+    assert result["pending"] == 1
+    release.set()
+    await stack.wait_status(slow_id, "processed")
+    await settle(stack, result)
+    assert runs == Counter({slow: 1, broken: 1, fine: 1})
+
+
+async def test_a_rate_limit_is_waited_out(stack_factory: Any, registry: Registry, dodo: Dodo) -> None:
+    ledger = Ledger(registry)
+    made = populate(dodo.fake, payments=150)
+    stack = await stack_factory()
+    dodo.fake.throttle_next(1, retry_after="1")  # the first list page
+    first = await dodo.reconcile(stack, "--dry-run")
+    assert len(first["repaired"]) == 150
+    throttled = [c for c in dodo.fake.calls if c.status == 429]
+    after = dodo.fake.calls[dodo.fake.calls.index(throttled[0]) + 1]
+    assert after.at - throttled[0].at >= 1.0, "Retry-After was honoured"
+
+    # A longer spell of 429s than the SDK's own retries: still waited out, nothing lost.
+    dodo.fake.throttle_next(7, retry_after="0.1")
+    result = await dodo.reconcile(stack)
+    assert len([c for c in dodo.fake.calls if c.status == 429]) == 8
+    assert {r["id"] for r in result["repaired"]} == {p["payment_id"] for p in made["payments"]}
+    await settle(stack, result)
+    assert ledger.granted == Counter({p["payment_id"]: 1 for p in made["payments"]})
+
+
+async def test_metadata_repairs_just_that_order(stack_factory: Any, registry: Registry, dodo: Dodo) -> None:
+    ledger = Ledger(registry)
+    made = populate(dodo.fake, payments=250, refunds=10)
+    order = made["payments"][7]
+    stack = await stack_factory()
+
+    result = await dodo.reconcile(stack, "--metadata", "order_id=ord_000007")
+    assert result["scanned"] == 260
+    assert [(r["kind"], r["id"], r["metadata"]) for r in result["repaired"]] == [
+        ("payment", order["payment_id"], {"order_id": "ord_000007"}),
+        ("refund", made["refunds"][7]["refund_id"], {"order_id": "ord_000007"}),
+    ]
+    await settle(stack, result)
+    assert ledger.granted == Counter({order["payment_id"]: 1})
+    assert ledger.revoked == Counter({order["payment_id"]: 1})
+    assert await count_rows(stack, EventRow) == 2
+    # A narrowed scan leaves the schedule's mark alone: the next full scan covers everything.
+    assert await count_rows(stack, ReconcileStateRow) == 0
+    missing = await dodo.reconcile(stack, "--metadata", "order_id=no-such-order")
+    assert missing["repaired"] == []
+
+
+async def test_dry_run_changes_nothing(stack_factory: Any, registry: Registry, dodo: Dodo) -> None:
+    ledger = Ledger(registry)
+    made = populate(dodo.fake, payments=120, refunds=3)
+    stack = await stack_factory()
+    dry = await dodo.reconcile(stack, "--dry-run")
+    assert dry["dry_run"] is True
+    assert len(dry["repaired"]) == 123
+    code, out, _ = await stack.cli("events", "list", "--json")
+    assert (code, json.loads(out)) == (0, [])
+    assert await count_rows(stack, ReconcileRunRow) == 0
+    assert await count_rows(stack, ReconcileStateRow) == 0
+    assert not any(c.path.startswith("/payments/") for c in dodo.fake.calls)
+
+    real = await dodo.reconcile(stack)
+    assert real["repaired"] == dry["repaired"]  # the dry run named the very events a real run creates
+    await settle(stack, real)
+    assert ledger.granted == Counter({p["payment_id"]: 1 for p in made["payments"]})
+
+
+async def test_scan_visits_every_page_even_when_deep_paging_is_capped(
+        stack_factory: Any, registry: Registry, dodo: Dodo) -> None:
+    made = populate(dodo.fake, payments=450)
+    dodo.fake.page_number_cap = 1  # pages past 1 answer page 1 again, like Dodo's OFFSET cap
+    stack = await stack_factory(web=False, worker=False)
+    result = await dodo.reconcile(stack, "--dry-run")
+    assert result["scanned_by_kind"]["payment"] == 450
+    assert {r["id"] for r in result["repaired"]} == {p["payment_id"] for p in made["payments"]}
+
+
+async def test_window_starts_at_the_last_mark(stack_factory: Any, registry: Registry, dodo: Dodo) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    populate(dodo.fake, payments=20, now=now - timedelta(hours=72), spread=timedelta(hours=1))
+    stack = await stack_factory(web=False, worker=False)
+    first = await dodo.reconcile(stack)
+    assert first["scanned"] == 0  # older than the first scan's look-back (48 h)
+    mark = datetime.fromisoformat(first["window"]["until"].replace("Z", "+00:00"))
+    second = await dodo.reconcile(stack)
+    since = datetime.fromisoformat(second["window"]["since"].replace("Z", "+00:00"))
+    assert since == mark - timedelta(minutes=stack.settings.RECONCILE_OVERLAP_MINUTES)
+    old = await dodo.reconcile(stack, "--since", "4d", "--dry-run")
+    assert old["scanned"] == 20 and len(old["repaired"]) == 20
+    await wait_until(lambda: asyncio.sleep(0, True))

@@ -1,0 +1,133 @@
+"""`dodo-worker reconcile`: find what webhooks missed through Dodo's API and repair it now."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import typer
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from worker.cli.common import console, fail, print_json, run, settings_or_exit
+from worker.settings import Settings
+
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_time(value: str, option: str) -> datetime:
+    """ISO-8601 (`2026-11-20`, `2026-11-20T08:00:00Z`) or an age like `90m`, `24h`, `7d`."""
+    text = value.strip()
+    match = _RELATIVE.match(text)
+    if match:
+        return datetime.now(UTC) - timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+    except ValueError:
+        fail(f"{option} {value!r}: use ISO-8601 (2026-11-20T08:00:00Z) or an age like 90m, 24h, 7d")
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def parse_metadata(pairs: list[str]) -> dict[str, str]:
+    wanted: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            fail(f"--metadata {pair!r}: use KEY=VALUE, e.g. --metadata order_id=1234")
+        wanted[key.strip()] = value
+    return wanted
+
+
+def reconcile_command(
+    since: str | None = typer.Option(None, "--since", help="Window start: ISO-8601 or an age (24h, 7d). "
+                                     "Default: the last scan's mark less the overlap."),
+    until: str | None = typer.Option(None, "--until", help="Window end (default: now)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Report what is missing; change nothing."),
+    metadata: list[str] = typer.Option([], "--metadata", metavar="KEY=VALUE",
+                                       help="Only objects of payments whose metadata matches (repeatable)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout and nothing else."),
+) -> None:
+    """Read Dodo's payments, refunds, lost disputes and subscriptions; inject an event for each
+    one the inbox lacks, through the same handlers as webhooks."""
+    wanted = parse_metadata(metadata)
+    start = parse_time(since, "--since") if since else None
+    end = parse_time(until, "--until") if until else None
+    settings = settings_or_exit()
+    if settings.DODO_PAYMENTS_API_KEY is None:
+        fail("DODO_PAYMENTS_API_KEY is not set: reconciliation reads Dodo's API (a read-only key is enough)")
+    if start is not None and end is not None and start >= end:
+        fail("--since must be before --until")
+    result = run(_reconcile(settings, start, end, dry_run, wanted, show_progress=console.is_terminal))
+    if as_json:
+        print_json(result)
+        return
+    _print_summary(result)
+
+
+async def _reconcile(settings: Settings, since: datetime | None, until: datetime | None, dry_run: bool,
+                     metadata: dict[str, str], show_progress: bool) -> dict[str, Any]:
+    from integrations.dodo import DodoAPIError, DodoReader, create_client
+    from worker import queue
+    from worker.reconcile.service import Request, ScanBusy, reconcile
+    from worker.store import Database
+
+    client = create_client(settings)
+    assert client is not None
+    db = Database(settings.DATABASE_URL)
+    redis = queue.connect(settings.REDIS_URL) if settings.REDIS_URL and not dry_run else None
+    progress = _progress() if show_progress else None
+    tasks: dict[str, Any] = {}
+
+    def advance(kind: str, scanned: int, pages: int) -> None:
+        assert progress is not None
+        if kind not in tasks:
+            tasks[kind] = progress.add_task(kind, total=None)
+        progress.update(tasks[kind], completed=scanned, description=f"{kind}s ({pages} page(s))")
+
+    request = Request(trigger="cli", since=since, until=until, dry_run=dry_run, metadata=metadata or None,
+                      require_lock=False)
+    try:
+        if progress is not None:
+            progress.start()
+        report = await reconcile(settings, db, DodoReader(client), redis, request,
+                                 progress=advance if progress is not None else None)
+    except ScanBusy:
+        fail("another reconciliation scan is running (a worker's scheduled one?); try again later", code=1)
+    except DodoAPIError as exc:
+        fail(f"could not read Dodo's API: {exc}", code=1)
+    except ValueError as exc:
+        fail(str(exc))
+    finally:
+        if progress is not None:
+            progress.stop()
+        await client.close()
+        await db.dispose()
+        if redis is not None:
+            await redis.aclose(close_connection_pool=True)
+    return report.as_json()
+
+
+def _progress() -> Progress:
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                    TextColumn("{task.completed} read"), TimeElapsedColumn(), console=console, transient=True)
+
+
+def _print_summary(result: dict[str, Any]) -> None:
+    window = result["window"]
+    verb = "would repair" if result["dry_run"] else "repaired"
+    console.print(f"scanned {result['scanned']} object(s) from {window['since']} to {window['until']} "
+                  f"in {result['api_calls']} API call(s); {verb} {len(result['repaired'])}", highlight=False)
+    if result["repaired"]:
+        table = Table("kind", "id", "event_id", "metadata")
+        for item in result["repaired"]:
+            table.add_row(item["kind"], item["id"], item["event_id"],
+                          ", ".join(f"{k}={v}" for k, v in item["metadata"].items()))
+        console.print(table)
+    for dead in result["dead"]:
+        console.print(f"[yellow]{dead['kind']} {dead['id']}: event {dead['event_id']} is dead; "
+                      f"run `dodo-worker events replay {dead['event_id']}` once its handler is fixed[/yellow]",
+                      highlight=False)
+    if result["not_enqueued"]:
+        console.print("Redis unreachable: the worker's sweeper will queue the repaired events.")

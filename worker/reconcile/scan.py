@@ -1,0 +1,363 @@
+"""One reconciliation scan: read Dodo's lists in a window, find what the inbox lacks, repair it.
+
+For each source (payments, refunds, lost disputes, subscriptions), page by page from page 0
+with 100 items a page until a short or empty page:
+
+1. one SQL query per page finds which of the page's objects already have their event in the
+   inbox (`events.type` + `events.object_id`, whatever webhook id carried it);
+2. an event that exists in any state but `dead` counts: `received`/`queued`/`failed` ones will
+   still be processed, so a synthetic copy would only run the handlers twice. A `dead` one is
+   a different problem (a handler keeps failing): it is reported, not duplicated;
+3. for each object with no event, the full object is fetched (`GET /payments/{id}`...) and a
+   synthetic event (`source` `reconcile`, a deterministic id) is inserted, in one statement
+   per page, and queued; the same handlers then run as for a webhook.
+
+So the API calls of a scan are pages + missing objects, and SQL work is one lookup per page
+plus one insert per page with anything missing: cost grows with the window, not with history.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from arq.connections import ArqRedis
+from sqlalchemy import select
+
+from integrations.dodo import PAGE_SIZE, DodoReader
+from worker import queue
+from worker.reconcile.sources import (
+    ALL_SOURCES,
+    ENDED_STATUSES,
+    SUBSCRIPTION_EVENTS,
+    Source,
+    synthetic_event_id,
+)
+from worker.store import Database, EventRow, EventSource, EventStatus
+from worker.store.inbox import NewEvent, insert_events
+
+log = logging.getLogger("dodo_worker.reconcile")
+
+Progress = Callable[[str, int, int], None]  # kind, objects scanned so far in it, pages read
+PageHook = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class Repaired:
+    kind: str
+    id: str
+    event_id: str
+    metadata: dict[str, Any]
+    event_type: str = ""
+
+
+@dataclass
+class ScanReport:
+    since: datetime
+    until: datetime
+    dry_run: bool = False
+    metadata_filter: dict[str, str] = field(default_factory=dict)
+    scanned: int = 0
+    scanned_by_kind: dict[str, int] = field(default_factory=dict)
+    pages: int = 0
+    repaired: list[Repaired] = field(default_factory=list)
+    dead: list[dict[str, str]] = field(default_factory=list)  # events that exist but are dead
+    pending: int = 0  # objects whose event exists but is not processed yet (it will be)
+    not_enqueued: int = 0  # inserted while Redis was unreachable: the sweeper queues them
+    api_calls: int = 0
+    seconds: float = 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "scanned": self.scanned,
+            "repaired": [{"kind": r.kind, "id": r.id, "event_id": r.event_id, "metadata": r.metadata}
+                         for r in self.repaired],
+            "dead": self.dead,
+            "pending": self.pending,
+            "scanned_by_kind": self.scanned_by_kind,
+            "window": {"since": iso(self.since), "until": iso(self.until)},
+            "dry_run": self.dry_run,
+            "metadata_filter": self.metadata_filter,
+            "api_calls": self.api_calls,
+            "not_enqueued": self.not_enqueued,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def metadata_matches(metadata: Any, wanted: dict[str, str]) -> bool:
+    if not wanted:
+        return True
+    if not isinstance(metadata, dict):
+        return False
+    return all(key in metadata and _text(metadata[key]) == value for key, value in wanted.items())
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+@dataclass
+class _Existing:
+    """What the inbox holds for one object: its events' statuses, ids, and (subscriptions) the
+    status carried by the latest one."""
+
+    statuses: list[str] = field(default_factory=list)
+    event_ids: list[str] = field(default_factory=list)
+    latest_id: str | None = None
+    latest_status: str | None = None
+    latest_payload_status: str | None = None
+
+
+class Scanner:
+    def __init__(self, db: Database, reader: DodoReader, *, redis: ArqRedis | None = None,
+                 queue_name: str = "", dry_run: bool = False, metadata: dict[str, str] | None = None,
+                 progress: Progress | None = None, on_page: PageHook | None = None) -> None:
+        self.db = db
+        self.reader = reader
+        self.redis = redis
+        self.queue_name = queue_name
+        self.dry_run = dry_run
+        self.metadata = dict(metadata or {})
+        self.progress = progress
+        self.on_page = on_page
+        # payment_id -> metadata of payments seen (refunds and disputes report their order's).
+        self._payment_metadata: dict[str, dict[str, Any]] = {}
+
+    async def scan(self, since: datetime, until: datetime,
+                   sources: Sequence[Source] = ALL_SOURCES) -> ScanReport:
+        import time
+
+        started = time.perf_counter()
+        calls_before = self.reader.calls
+        report = ScanReport(since=since, until=until, dry_run=self.dry_run, metadata_filter=self.metadata)
+        for source in sources:
+            await self._scan_source(source, report)
+        report.api_calls = self.reader.calls - calls_before
+        report.seconds = time.perf_counter() - started
+        return report
+
+    # listing -------------------------------------------------------------------------------
+    async def _scan_source(self, source: Source, report: ScanReport) -> None:
+        """Visit every page of the window. If the API stops paging deeper (Dodo caps
+        `page_number` for payments, value unpublished) and serves a page we already saw, the
+        window's upper end moves down to the oldest object seen and paging starts again."""
+        seen: set[str] = set()
+        upper = report.until
+        page_number = 0
+        count = 0
+        report.scanned_by_kind.setdefault(source.kind, 0)
+        while True:
+            items = await self.reader.list_page(
+                source.list_path, page_number, PAGE_SIZE,
+                created_at_gte=iso(report.since), created_at_lte=iso(upper), **source.filters)
+            report.pages += 1
+            fresh = []
+            for item in items:
+                object_id = source.object_id(item)
+                if object_id is not None and object_id not in seen:
+                    seen.add(object_id)
+                    fresh.append(item)
+            count += len(fresh)
+            report.scanned += len(fresh)
+            report.scanned_by_kind[source.kind] += len(fresh)
+            if fresh:
+                await self._handle_page(source, fresh, report)
+            if self.progress is not None:
+                self.progress(source.kind, count, page_number + 1)
+            if self.on_page is not None:
+                await self.on_page()
+            if len(items) < PAGE_SIZE:
+                return
+            if not fresh:
+                oldest = _oldest_created_at(items)
+                if oldest is None or oldest >= upper:
+                    log.warning("%s: page %d repeats earlier pages; stopping here", source.list_path,
+                                page_number)
+                    return
+                log.info("%s: paging capped at page %d; narrowing the window to before %s",
+                         source.list_path, page_number, iso(oldest))
+                upper, page_number = oldest, 0
+                continue
+            page_number += 1
+
+    # one page ------------------------------------------------------------------------------
+    async def _handle_page(self, source: Source, items: list[dict[str, Any]], report: ScanReport) -> None:
+        if source.kind == "payment":
+            for item in items:
+                pid = source.object_id(item)
+                if pid is not None and isinstance(item.get("metadata"), dict):
+                    self._payment_metadata[pid] = item["metadata"]
+        wanted = [item for item in items if self._selected(source, item)]
+        if not wanted:
+            return
+        ids = [oid for oid in (source.object_id(i) for i in wanted) if oid is not None]
+        existing = await self._existing(source, ids)
+        repairs: list[tuple[str, str, str | None, dict[str, Any]]] = []  # event type, id, discriminator, item
+        for item in wanted:
+            object_id = source.object_id(item)
+            if object_id is None:
+                continue
+            found = existing.get(object_id)
+            if source.event_type is not None:
+                event_type = source.event_type
+                discriminator = None
+                if found is not None:
+                    self._note_existing(source, object_id, found, report)
+                    continue
+            else:
+                decision = self._subscription_decision(item, found, report, source)
+                if decision is None:
+                    continue
+                event_type, discriminator = decision
+            repairs.append((event_type, object_id, discriminator, item))
+        if not repairs:
+            return
+
+        new_events: list[NewEvent] = []
+        pending_report: dict[str, Repaired] = {}
+        for event_type, object_id, discriminator, item in repairs:
+            event_id = synthetic_event_id(event_type, object_id, discriminator)
+            if self.dry_run:
+                report.repaired.append(Repaired(source.kind, object_id, event_id,
+                                                self._report_metadata(source, item), event_type))
+                continue
+            full = await self.reader.retrieve(source.detail_path.format(id=object_id))
+            data = {**item, **full}
+            data.setdefault("payload_type", source.payload_type)
+            envelope = {
+                "business_id": data.get("business_id"),
+                "type": event_type,
+                "timestamp": iso(datetime.now(UTC)),
+                "data": data,
+            }
+            business_id = data.get("business_id")
+            new_events.append(NewEvent(
+                id=event_id, type=event_type, body=json.dumps(envelope), source=EventSource.RECONCILE,
+                object_id=object_id[:128], business_id=business_id if isinstance(business_id, str) else None,
+                occurred_at=envelope["timestamp"]))
+            pending_report[event_id] = Repaired(source.kind, object_id, event_id,
+                                                self._report_metadata(source, data), event_type)
+        if not new_events:
+            return
+        inserted = await insert_events(self.db, new_events)
+        # Keep the API's order (payments before their refunds) when queueing.
+        created = [e.id for e in new_events if e.id in inserted]
+        report.repaired.extend(pending_report[i] for i in created)
+        if created:
+            log.info("repaired %d missing %s event(s)", len(created), source.kind)
+            await self._enqueue(created, report)
+
+    def _selected(self, source: Source, item: dict[str, Any]) -> bool:
+        """With --metadata: payments and subscriptions by their own metadata; refunds and
+        disputes by their own or their payment's (an order's refund belongs to the order)."""
+        if not self.metadata:
+            return True
+        if metadata_matches(item.get("metadata"), self.metadata):
+            return True
+        if source.kind in ("refund", "dispute"):
+            payment = self._payment_metadata.get(str(item.get("payment_id")))
+            return metadata_matches(payment, self.metadata)
+        return False
+
+    def _report_metadata(self, source: Source, item: dict[str, Any]) -> dict[str, Any]:
+        own = item.get("metadata")
+        if isinstance(own, dict) and own:
+            return own
+        if source.kind in ("refund", "dispute"):
+            return dict(self._payment_metadata.get(str(item.get("payment_id")), {}))
+        return {}
+
+    def _note_existing(self, source: Source, object_id: str, found: _Existing, report: ScanReport) -> None:
+        live = [s for s in found.statuses if s != EventStatus.DEAD]
+        if not live:
+            report.dead.append({"kind": source.kind, "id": object_id, "event_id": found.event_ids[0]})
+        elif not any(s in (EventStatus.PROCESSED, EventStatus.IGNORED) for s in live):
+            report.pending += 1
+
+    def _subscription_decision(self, item: dict[str, Any], found: _Existing | None, report: ScanReport,
+                               source: Source) -> tuple[str, str] | None:
+        """The event to inject when Dodo's status differs from the latest one the inbox knows."""
+        status = item.get("status")
+        event_type = SUBSCRIPTION_EVENTS.get(status) if isinstance(status, str) else None
+        if event_type is None:
+            return None
+        object_id = source.object_id(item) or ""
+        if found is None:
+            if status in ENDED_STATUSES:
+                return None
+            return event_type, "0"
+        if found.latest_payload_status == status:
+            if found.latest_status == EventStatus.DEAD:
+                report.dead.append({"kind": source.kind, "id": object_id, "event_id": found.latest_id or ""})
+            elif found.latest_status not in (EventStatus.PROCESSED, EventStatus.IGNORED):
+                report.pending += 1
+            return None
+        # Bound to the latest event we know, so the same gap is repaired once, and a later
+        # change of status (active -> on_hold -> active) gets an event of its own.
+        return event_type, hashlib.sha1((found.latest_id or "").encode()).hexdigest()[:10]  # noqa: S324
+
+    # SQL -----------------------------------------------------------------------------------
+    async def _existing(self, source: Source, object_ids: list[str]) -> dict[str, _Existing]:
+        """One query per page: the events the inbox holds for these objects."""
+        found: dict[str, _Existing] = defaultdict(_Existing)
+        if source.event_type is not None:
+            query = select(EventRow.object_id, EventRow.id, EventRow.status).where(
+                EventRow.type == source.event_type, EventRow.object_id.in_(object_ids))
+            async with self.db.sessions() as session:
+                for object_id, event_id, status in (await session.execute(query)).all():
+                    entry = found[object_id]
+                    entry.statuses.append(status)
+                    entry.event_ids.append(event_id)
+            return dict(found)
+        prefix = source.kind + "."
+        query = (
+            select(EventRow.object_id, EventRow.id, EventRow.status, EventRow.body)
+            .where(EventRow.type.startswith(prefix, autoescape=True), EventRow.object_id.in_(object_ids))
+            .order_by(EventRow.received_at, EventRow.id)
+        )
+        async with self.db.sessions() as session:
+            for object_id, event_id, status, body in (await session.execute(query)).all():
+                entry = found[object_id]
+                entry.statuses.append(status)
+                entry.event_ids.append(event_id)
+                entry.latest_id, entry.latest_status = event_id, status
+                entry.latest_payload_status = _payload_status(body)
+        return dict(found)
+
+    async def _enqueue(self, event_ids: list[str], report: ScanReport) -> None:
+        if self.redis is None or not await queue.enqueue_events(self.redis, self.queue_name, event_ids):
+            report.not_enqueued += len(event_ids)
+
+
+def _payload_status(body: str) -> str | None:
+    try:
+        data = json.loads(body).get("data")
+    except (ValueError, AttributeError):
+        return None
+    status = data.get("status") if isinstance(data, dict) else None
+    return status if isinstance(status, str) else None
+
+
+def _oldest_created_at(items: list[dict[str, Any]]) -> datetime | None:
+    moments = []
+    for item in items:
+        try:
+            moments.append(datetime.fromisoformat(str(item.get("created_at"))))
+        except ValueError:
+            continue
+    return min(moments) if moments else None
+
+
+__all__ = ["Repaired", "ScanReport", "Scanner", "metadata_matches"]

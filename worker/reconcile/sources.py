@@ -1,0 +1,60 @@
+"""What reconciliation reads from Dodo, and which event each object stands for.
+
+Each `Source` is one list endpoint, the filter that selects objects worth an event, and how a
+missing event is made: its type, its deterministic id (so that two scans, or a scan and a
+retry, can never create two), and the full object to fetch (list items lack fields handlers
+need: a payment item has no `product_cart`, a refund item no `customer`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Dodo's subscription status -> the event that announces it. `pending` grants nothing yet.
+SUBSCRIPTION_EVENTS = {
+    "active": "subscription.active",
+    "on_hold": "subscription.on_hold",
+    "paused": "subscription.paused",
+    "past_due": "subscription.past_due",
+    "cancelled": "subscription.cancelled",
+    "expired": "subscription.expired",
+    "failed": "subscription.failed",
+}
+# A subscription we never heard of that has already ended granted nothing: nothing to repair.
+ENDED_STATUSES = frozenset({"cancelled", "expired", "failed"})
+
+
+@dataclass(frozen=True)
+class Source:
+    kind: str  # payment, refund, dispute, subscription: the `kind` of a repaired item
+    list_path: str
+    id_field: str
+    detail_path: str  # with {id}
+    payload_type: str
+    event_type: str | None = None  # None: chosen per object (subscriptions)
+    filters: dict[str, str] = field(default_factory=dict)
+
+    def object_id(self, item: dict[str, Any]) -> str | None:
+        value = item.get(self.id_field)
+        return str(value) if isinstance(value, str | int) and str(value) else None
+
+
+PAYMENTS = Source("payment", "/payments", "payment_id", "/payments/{id}", "Payment",
+                  event_type="payment.succeeded", filters={"status": "succeeded"})
+REFUNDS = Source("refund", "/refunds", "refund_id", "/refunds/{id}", "Refund",
+                 event_type="refund.succeeded", filters={"status": "succeeded"})
+DISPUTES = Source("dispute", "/disputes", "dispute_id", "/disputes/{id}", "Dispute",
+                  event_type="dispute.lost", filters={"dispute_status": "dispute_lost"})
+SUBSCRIPTIONS = Source("subscription", "/subscriptions", "subscription_id", "/subscriptions/{id}",
+                       "Subscription")
+
+# Payments first: a refund or dispute of a payment repaired in the same scan is queued after it.
+ALL_SOURCES = (PAYMENTS, REFUNDS, DISPUTES, SUBSCRIPTIONS)
+KINDS = tuple(s.kind for s in ALL_SOURCES)
+
+
+def synthetic_event_id(event_type: str, object_id: str, discriminator: str | None = None) -> str:
+    """`rec_payment.succeeded_pay_123`: the same object and state always give the same id."""
+    base = f"rec_{event_type}_{object_id}"
+    return f"{base}_{discriminator}" if discriminator else base
