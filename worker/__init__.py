@@ -8,7 +8,8 @@
 """
 
 from worker.context import Context
+from worker.entitlements.hooks import on_entitlement
 from worker.events import Event
 from worker.registry import Registry, RegistryError, default_registry, on
 
-__all__ = ["Context", "Event", "Registry", "RegistryError", "default_registry", "on"]
+__all__ = ["Context", "Event", "Registry", "RegistryError", "default_registry", "on", "on_entitlement"]
