@@ -148,6 +148,7 @@ class DeliveryStatus:
     PENDING = "pending"
     DELIVERED = "delivered"
     REFUSED = "refused"  # the URL is not allowed (private address); never retried
+    FAILED = "failed"  # still failing after HOOKS_GIVE_UP_HOURS; `dodo-worker hooks retry` resends
 
 
 class DeliveryRow(Base):
