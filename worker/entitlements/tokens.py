@@ -55,8 +55,13 @@ def make_token(key: bytes, grant_id: str, ttl_seconds: int, now: float | None = 
 
 
 def read_token(key: bytes, token: str, now: float | None = None) -> str:
-    """The grant id of a valid token; TokenError otherwise. The MAC is checked in constant time
-    before anything in the payload is trusted, and before the expiry is looked at."""
+    """The grant id of a valid token; TokenError otherwise."""
+    return read_claims(key, token, now)[0]
+
+
+def read_claims(key: bytes, token: str, now: float | None = None) -> tuple[str, int]:
+    """The grant id and unix expiry of a valid token; TokenError otherwise. The MAC is checked in
+    constant time before anything in the payload is trusted, and before the expiry is looked at."""
     try:
         payload_part, mac_part = token.split(".", 1)
         payload, mac = _unb64(payload_part), _unb64(mac_part)
@@ -71,7 +76,7 @@ def read_token(key: bytes, token: str, now: float | None = None) -> str:
         raise TokenError("invalid") from None
     if expiry < (now if now is not None else time.time()):
         raise TokenError("expired")
-    return grant_id
+    return grant_id, expiry
 
 
 def download_url(settings: Settings, grant_id: str, base_url: str | None = None,
