@@ -1,0 +1,47 @@
+"""A burst of 500 paid orders while the worker is SIGKILLed twice: every order granted once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from tests.faults.conftest import MakeStack
+from tests.faults.procs import elapsed_since, kill
+from tests.support import wait_until
+
+ORDERS = 500
+CONCURRENCY = 50
+
+
+async def test_burst_with_two_sigkills_grants_every_order_exactly_once(make_stack: MakeStack) -> None:
+    # A short handler delay keeps ~WORKER_CONCURRENCY handlers in flight when the kill lands.
+    stack = await make_stack(FAULT_HANDLER_SECONDS="0.05")
+    await stack.start_web()
+    worker = await stack.start_worker()
+    payments = [f"pay_burst_{i:04d}" for i in range(ORDERS)]
+    started = time.monotonic()
+    sending = asyncio.create_task(stack.send_payments(payments, concurrency=CONCURRENCY))
+
+    in_flight_at_kills = []
+    for threshold in (60, 250):
+        async def reached(threshold: int = threshold) -> bool:
+            return (await stack.statuses())["processed"] >= threshold
+
+        await wait_until(reached, 60, what=f"{threshold} orders processed")
+        in_flight_at_kills.append((await stack.run_statuses())["running"])
+        kill(worker)
+        assert await worker.wait_exit() == -9
+        worker = await stack.start_worker()
+
+    codes = await sending
+    assert sorted(set(codes.values())) == [200], "every webhook was acknowledged"
+    statuses = await stack.wait_processed(ORDERS, timeout=120)
+    took = elapsed_since(started)
+
+    assert statuses == {"processed": ORDERS}, "nothing failed, dead or stuck"
+    assert await stack.grants() == dict.fromkeys(payments, 1)
+    assert await stack.run_statuses() == {"succeeded": ORDERS}
+    assert sum(in_flight_at_kills) > 0, "the kills hit handlers in flight"
+    attempts = await stack.handler_attempts()
+    print(f"\n500 orders, 2 SIGKILLs: all granted once in {took}s; "
+          f"in flight at the kills {in_flight_at_kills}; handler attempts {attempts}")
