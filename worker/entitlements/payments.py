@@ -1,0 +1,112 @@
+"""One-time payments, their refunds and disputes, and the keys Dodo issued itself."""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import ColumnElement, or_, select
+
+from worker.entitlements import revocations
+from worker.entitlements.models import GrantKind, GrantRow, GrantSource, GrantStatus
+from worker.entitlements.provision import grant_product, owner_of
+from worker.entitlements.revocations import DISPUTE, FULL, LOST, PARTIAL, REFUND, WON, Seen
+from worker.entitlements.service import GrantKey, Grants, Initial, Owner
+from worker.entitlements.sql import lock
+from worker.events import Dispute, LicenseKey, Payment, Refund
+
+
+def is_subscription_payment(payment: Payment) -> bool:
+    """Renewals (and multi-subscription payments) grant nothing: the subscription's grant does."""
+    return bool(payment.subscription_id or payment.get("subscription_ids"))
+
+
+async def on_payment(grants: Grants, payment: Payment) -> int:
+    """payment.succeeded: grant each catalog product of the cart, once. Refunds and disputes the
+    payload shows, or that arrived earlier, leave the new grants revoked. The count created."""
+    if payment.status != "succeeded" or not payment.payment_id or is_subscription_payment(payment):
+        return 0
+    payment_id = payment.payment_id
+    await lock(grants.session, f"payment:{payment_id}")
+    for seen in revocations.seen_in_payment(payment):
+        await revocations.record(grants.session, payment_id, seen, grants.actor.event_id)
+    recorded = await revocations.for_payment(grants.session, payment_id)
+    owner = owner_of(payment, payment_id=payment_id)
+    created = 0
+    for item in payment.product_cart or []:
+        spec = grants.catalog.product(item.product_id)
+        if spec is None:
+            continue
+        initial = revocations.initial_for(recorded, grants.catalog, item.product_id)
+        rows = await grant_product(grants, source=GrantSource.PAYMENT, source_id=payment_id,
+                                   product_id=item.product_id, spec=spec, owner=owner,
+                                   units=item.quantity, initial=initial)
+        created += len(rows)
+    await revocations.apply(grants, payment_id)  # grants that existed before this news
+    return created
+
+
+async def on_refund(grants: Grants, refund: Refund) -> int:
+    """refund.succeeded: a full refund revokes the payment's grants; a partial one only where the
+    catalog says `revoke_on_partial_refund`. Remembered for grants that do not exist yet."""
+    if refund.status not in (None, "succeeded") or not refund.payment_id or not refund.refund_id:
+        return 0
+    await lock(grants.session, f"payment:{refund.payment_id}")
+    state = PARTIAL if refund.is_partial else FULL
+    await revocations.record(grants.session, refund.payment_id, Seen(REFUND, refund.refund_id, state),
+                             grants.actor.event_id)
+    return await revocations.apply(grants, refund.payment_id)
+
+
+async def on_dispute(grants: Grants, dispute: Dispute, event_type: str) -> int:
+    """dispute.lost revokes the payment's grants; dispute.won gives back what that dispute took.
+    The payload's `dispute_status` (the latest state) wins over the event type."""
+    if not dispute.payment_id or not dispute.dispute_id:
+        return 0
+    status = dispute.dispute_status or ("dispute_" + event_type.split(".", 1)[1])
+    if status not in ("dispute_lost", "dispute_won"):
+        return 0
+    await lock(grants.session, f"payment:{dispute.payment_id}")
+    seen = Seen(DISPUTE, dispute.dispute_id, LOST if status == "dispute_lost" else WON)
+    await revocations.record(grants.session, dispute.payment_id, seen, grants.actor.event_id)
+    if seen.state == LOST:
+        return await revocations.apply(grants, dispute.payment_id)
+    return await revocations.dispute_won(grants, dispute.payment_id, dispute.dispute_id)
+
+
+async def on_license_key(grants: Grants, key: LicenseKey) -> int:
+    """license_key.created: record a key Dodo issued so the read API shows it (keyed on its lic_ id).
+    Email and metadata come from a grant of the same payment or subscription, when there is one."""
+    if not key.id or not key.key or not key.product_id:
+        return 0
+    owner = Owner(customer_id=key.customer_id, business_id=key.get("business_id"),
+                  payment_id=key.payment_id, subscription_id=key.subscription_id)
+    await _borrow_owner(grants, owner)
+    if key.payment_id:
+        await lock(grants.session, f"payment:{key.payment_id}")
+    recorded = await revocations.for_payment(grants.session, key.payment_id) if key.payment_id else []
+    initial = revocations.initial_for(recorded, grants.catalog, key.product_id)
+    if initial is None and key.status in ("disabled", "expired"):
+        initial = Initial(status=GrantStatus.REVOKED, reason="dodo", cause=key.id,
+                          text=f"Dodo shows the key {key.status}")
+    row = await grants.create(
+        GrantKey(GrantSource.DODO, key.id, key.product_id, GrantKind.LICENSE_KEY), owner, initial,
+        license_key=key.key, activations_limit=key.activations_limit, expires_at=key.expires_at,
+        dodo_license_key_id=key.id)
+    return 1 if row is not None else 0
+
+
+async def _borrow_owner(grants: Grants, owner: Owner) -> None:
+    clauses: list[ColumnElement[bool]] = []
+    if owner.payment_id:
+        clauses.append(GrantRow.payment_id == owner.payment_id)
+    if owner.subscription_id:
+        clauses.append(GrantRow.subscription_id == owner.subscription_id)
+    if not clauses:
+        return
+    other = await grants.session.scalar(select(GrantRow).where(or_(*clauses)).order_by(GrantRow.created_at).limit(1))
+    if other is None:
+        return
+    owner.email = owner.email or other.email
+    owner.customer_name = owner.customer_name or other.customer_name
+    owner.customer_id = owner.customer_id or other.customer_id
+    owner.metadata = owner.metadata or json.loads(other.metadata_json or "{}")

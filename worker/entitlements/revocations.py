@@ -1,0 +1,128 @@
+"""Refunds and disputes per payment, kept whether or not the payment's grants exist yet, so a
+revocation that arrives first still wins: a grant created later reads them and starts revoked."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from worker.entitlements.catalog import Catalog
+from worker.entitlements.models import GrantRow, GrantStatus, RevocationRow
+from worker.entitlements.service import Grants, Initial
+from worker.entitlements.sql import insert_ignore
+from worker.events import Payment
+from worker.store.models import utcnow
+
+REFUND, DISPUTE = "refund", "dispute"
+FULL, PARTIAL, LOST, WON = "full", "partial", "lost", "won"
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A refund or dispute of a payment, as an event or a payment payload shows it."""
+
+    cause: str  # refund, dispute
+    cause_id: str
+    state: str  # full, partial (refund); lost, won (dispute)
+
+
+def describe(row: RevocationRow | Seen) -> str:
+    return f"{row.cause} {row.cause_id} ({row.state})"
+
+
+async def record(session: AsyncSession, payment_id: str, seen: Seen, event_id: str | None) -> None:
+    """Remember it (once per refund or dispute; a dispute's state follows its latest news)."""
+    now = utcnow()
+    inserted = await insert_ignore(session, RevocationRow, {
+        "payment_id": payment_id, "cause": seen.cause, "cause_id": seen.cause_id, "state": seen.state,
+        "event_id": event_id, "created_at": now, "updated_at": now,
+    })
+    if not inserted:
+        await session.execute(
+            update(RevocationRow)
+            .where(RevocationRow.payment_id == payment_id, RevocationRow.cause == seen.cause,
+                   RevocationRow.cause_id == seen.cause_id, RevocationRow.state != seen.state)
+            .values(state=seen.state, event_id=event_id, updated_at=now))
+
+
+async def for_payment(session: AsyncSession, payment_id: str) -> list[RevocationRow]:
+    rows = await session.scalars(
+        select(RevocationRow).where(RevocationRow.payment_id == payment_id).order_by(RevocationRow.id))
+    return list(rows)
+
+
+def blocker(rows: list[RevocationRow], catalog: Catalog, product_id: str) -> RevocationRow | None:
+    """The first refund or dispute that takes this product's grants away, if any."""
+    for row in rows:
+        if row.cause == REFUND and (row.state == FULL or (
+                row.state == PARTIAL and catalog.revokes_on_partial_refund(product_id))):
+            return row
+        if row.cause == DISPUTE and row.state == LOST:
+            return row
+    return None
+
+
+def initial_for(rows: list[RevocationRow], catalog: Catalog, product_id: str) -> Initial | None:
+    """How a grant of this payment starts when a refund or dispute came first (None: active)."""
+    found = blocker(rows, catalog, product_id)
+    if found is None:
+        return None
+    return Initial(status=GrantStatus.REVOKED, reason=found.cause, cause=found.cause_id,
+                   text=f"granted revoked: {describe(found)} was seen before the grant")
+
+
+async def apply(grants: Grants, payment_id: str) -> int:
+    """Revoke every grant of the payment that a recorded refund or dispute takes away."""
+    rows = await for_payment(grants.session, payment_id)
+    if not rows:
+        return 0
+    changed = 0
+    for grant in await grants_of_payment(grants.session, payment_id):
+        if grant.status == GrantStatus.REVOKED:
+            continue
+        found = blocker(rows, grants.catalog, grant.product_id)
+        if found is not None:
+            changed += await grants.revoke(grant, reason=found.cause, cause=found.cause_id, text=describe(found))
+    return changed
+
+
+async def dispute_won(grants: Grants, payment_id: str, dispute_id: str) -> int:
+    """Give back what this dispute took (not what a refund or another dispute took)."""
+    rows = await for_payment(grants.session, payment_id)
+    restored = 0
+    for grant in await grants_of_payment(grants.session, payment_id):
+        if grant.status != GrantStatus.REVOKED or grant.status_reason != DISPUTE or grant.status_cause != dispute_id:
+            continue
+        other = blocker(rows, grants.catalog, grant.product_id)
+        if other is not None:
+            await grants.reattribute(grant, reason=other.cause, cause=other.cause_id,
+                                     text=f"dispute {dispute_id} won, but {describe(other)} still applies")
+            continue
+        restored += await grants.restore(grant, text=f"dispute {dispute_id} won")
+    return restored
+
+
+async def grants_of_payment(session: AsyncSession, payment_id: str) -> list[GrantRow]:
+    rows = await session.scalars(select(GrantRow).where(GrantRow.payment_id == payment_id).order_by(GrantRow.id))
+    return list(rows)
+
+
+def seen_in_payment(payment: Payment) -> list[Seen]:
+    """Refunds and disputes a payment payload already shows (it is the latest state at delivery)."""
+    seen: list[Seen] = []
+    full_listed = False
+    for refund in payment.refunds or []:
+        if refund.refund_id and refund.status in (None, "succeeded"):
+            partial = bool(refund.is_partial)
+            full_listed = full_listed or not partial
+            seen.append(Seen(REFUND, refund.refund_id, PARTIAL if partial else FULL))
+    if payment.refund_status == FULL and not full_listed:
+        seen.append(Seen(REFUND, f"{payment.payment_id}:refund_status", FULL))
+    for dispute in payment.disputes or []:
+        status = str(dispute.get("dispute_status") or "")
+        dispute_id = dispute.get("dispute_id")
+        if dispute_id and status in ("dispute_lost", "dispute_won"):
+            seen.append(Seen(DISPUTE, str(dispute_id), LOST if status == "dispute_lost" else WON))
+    return seen

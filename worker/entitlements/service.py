@@ -1,0 +1,213 @@
+"""Grant state changes. Each one writes an AuditRow (what, from/to, why, which event or person)
+and the hook outbox rows, in the caller's transaction.
+
+    grants = Grants(session, settings, catalog, Actor.for_event(event.id))
+    row = await grants.create(GrantKey(...), owner, ...)   # None when it already exists
+    await grants.revoke(row, reason="refund", cause="ref_123", text="refund ref_123 (full)")
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from worker.entitlements import keys, outbox
+from worker.entitlements.catalog import Catalog, LicenseKeySpec
+from worker.entitlements.models import AuditRow, GrantKind, GrantMetadataRow, GrantRow, GrantStatus
+from worker.entitlements.sql import insert_ignore
+from worker.settings import Settings
+from worker.store.models import utcnow
+
+GRANTED, REVOKED = "entitlement.granted", "entitlement.revoked"
+SUSPENDED, RESUMED, UPDATED = "entitlement.suspended", "entitlement.resumed", "entitlement.updated"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who changes a grant: `event:<id>` (a handler) or `cli:<user>` (support)."""
+
+    name: str
+    event_id: str | None = None
+
+    @classmethod
+    def for_event(cls, event_id: str) -> Actor:
+        return cls(f"event:{event_id}", event_id)
+
+    @classmethod
+    def cli(cls, user: str | None = None) -> Actor:
+        return cls(f"cli:{user or _user()}")
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name (containers)
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class GrantKey:
+    """The domain key of a grant: at most one grant per value (a unique constraint says so)."""
+
+    source: str
+    source_id: str
+    product_id: str
+    kind: str
+    item: str = ""
+    unit: int = 0
+
+    @property
+    def grant_id(self) -> str:
+        raw = "|".join([self.source, self.source_id, self.product_id, self.kind, self.item, str(self.unit)])
+        return "grt_" + hashlib.sha256(raw.encode()).hexdigest()[:28]
+
+
+@dataclass
+class Owner:
+    """Who the grant is for, copied onto each grant (metadata also one row per key, for lookups)."""
+
+    customer_id: str | None = None
+    email: str | None = None
+    customer_name: str | None = None
+    business_id: str | None = None
+    payment_id: str | None = None
+    subscription_id: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Initial:
+    """A new grant's first state: active, or revoked/suspended when the news came first."""
+
+    status: str = GrantStatus.ACTIVE
+    reason: str | None = None  # refund, dispute, subscription, manual
+    cause: str | None = None  # the refund, dispute or event behind it
+    text: str | None = None  # for the audit trail
+    state_at: str | None = None
+
+
+def metadata_value(value: Any) -> str:
+    return (value if isinstance(value, str) else json.dumps(value))[:512]
+
+
+class Grants:
+    """Grant changes within one transaction, by one actor."""
+
+    def __init__(self, session: AsyncSession, settings: Settings, catalog: Catalog, actor: Actor) -> None:
+        self.session = session
+        self.settings = settings
+        self.catalog = catalog
+        self.actor = actor
+
+    async def create(self, key: GrantKey, owner: Owner, initial: Initial | None = None, *,
+                     license: LicenseKeySpec | None = None, license_key: str | None = None,
+                     activations_limit: int | None = None, expires_at: datetime | None = None,
+                     dodo_license_key_id: str | None = None, file_name: str | None = None,
+                     quantity: int = 1) -> GrantRow | None:
+        """Insert the grant unless one with this key exists; the new row, or None."""
+        initial = initial or Initial()
+        now = utcnow()
+        values: dict[str, Any] = {
+            "id": key.grant_id, "source": key.source, "source_id": key.source_id,
+            "product_id": key.product_id, "kind": key.kind, "item": key.item, "unit": key.unit,
+            "status": initial.status, "status_reason": initial.reason, "status_cause": initial.cause,
+            "state_at": initial.state_at,
+            "customer_id": owner.customer_id, "email": owner.email, "customer_name": owner.customer_name,
+            "business_id": owner.business_id, "payment_id": owner.payment_id,
+            "subscription_id": owner.subscription_id,
+            "metadata_json": json.dumps(owner.metadata, sort_keys=True, default=str),
+            "quantity": quantity, "activations_limit": activations_limit, "expires_at": expires_at,
+            "dodo_license_key_id": dodo_license_key_id, "file_name": file_name, "downloads": 0,
+            "created_at": now, "updated_at": now,
+        }
+        if key.kind == GrantKind.LICENSE_KEY:
+            secret = license_key or keys.generate(license)
+            values["license_key"] = secret
+            values["license_key_hash"] = keys.key_hash(secret)
+        if not await insert_ignore(self.session, GrantRow, values):
+            return None
+        grant = await self.session.get(GrantRow, key.grant_id)
+        assert grant is not None
+        for meta_key, value in owner.metadata.items():
+            self.session.add(GrantMetadataRow(grant_id=grant.id, key=str(meta_key)[:64],
+                                              value=metadata_value(value)))
+        text = initial.text or "granted"
+        await self._record(grant, "granted", None, initial.status, text,
+                           GRANTED if initial.status == GrantStatus.ACTIVE else None)
+        return grant
+
+    async def revoke(self, grant: GrantRow, *, reason: str, cause: str | None, text: str) -> bool:
+        return await self._move(grant, GrantStatus.REVOKED, "revoked", reason, cause, text, REVOKED)
+
+    async def suspend(self, grant: GrantRow, *, reason: str, cause: str | None, text: str) -> bool:
+        if grant.status != GrantStatus.ACTIVE:
+            return False
+        return await self._move(grant, GrantStatus.SUSPENDED, "suspended", reason, cause, text, SUSPENDED)
+
+    async def resume(self, grant: GrantRow, *, text: str) -> bool:
+        """Suspended -> active."""
+        if grant.status != GrantStatus.SUSPENDED:
+            return False
+        return await self._move(grant, GrantStatus.ACTIVE, "resumed", None, None, text, RESUMED)
+
+    async def restore(self, grant: GrantRow, *, text: str) -> bool:
+        """Revoked or suspended -> active (a dispute won, or support by hand)."""
+        if grant.status == GrantStatus.ACTIVE:
+            return False
+        event_type = GRANTED if grant.status == GrantStatus.REVOKED else RESUMED
+        return await self._move(grant, GrantStatus.ACTIVE, "restored", None, None, text, event_type)
+
+    async def set_limit(self, grant: GrantRow, limit: int | None, *, text: str) -> bool:
+        if grant.activations_limit == limit:
+            return False
+        before = grant.activations_limit
+        grant.activations_limit = limit
+        grant.updated_at = utcnow()
+        await self._record(grant, "limit_changed", grant.status, grant.status,
+                           f"{text}: activations limit {before} -> {limit}", UPDATED)
+        return True
+
+    async def change_product(self, grant: GrantRow, product_id: str, *, text: str) -> None:
+        """A subscription's plan changed: the same grant (the same key) now belongs to `product_id`."""
+        before = grant.product_id
+        grant.product_id = product_id
+        grant.updated_at = utcnow()
+        await self._record(grant, "product_changed", grant.status, grant.status,
+                           f"{text}: product {before} -> {product_id}", UPDATED)
+
+    async def reattribute(self, grant: GrantRow, *, reason: str, cause: str | None, text: str) -> None:
+        """Keep a revoked grant revoked, under another reason (its old cause went away)."""
+        grant.status_reason, grant.status_cause = reason, cause
+        grant.updated_at = utcnow()
+        await self._record(grant, "still_revoked", grant.status, grant.status, text, None)
+
+    async def audit_trail(self, grant_id: str) -> list[AuditRow]:
+        rows = await self.session.scalars(
+            select(AuditRow).where(AuditRow.grant_id == grant_id).order_by(AuditRow.id))
+        return list(rows)
+
+    async def _move(self, grant: GrantRow, to: str, action: str, reason: str | None, cause: str | None,
+                    text: str, event_type: str) -> bool:
+        if grant.status == to:
+            return False
+        before = grant.status
+        grant.status, grant.status_reason, grant.status_cause = to, reason, cause
+        grant.updated_at = utcnow()
+        await self._record(grant, action, before, to, text, event_type)
+        return True
+
+    async def _record(self, grant: GrantRow, action: str, before: str | None, after: str | None,
+                      text: str, event_type: str | None) -> None:
+        audit = AuditRow(grant_id=grant.id, action=action, from_status=before, to_status=after, reason=text,
+                         event_id=self.actor.event_id, actor=self.actor.name, at=utcnow())
+        self.session.add(audit)
+        await self.session.flush()
+        if event_type is not None:
+            await outbox.enqueue(self.session, self.settings, self.catalog, grant, audit, event_type)

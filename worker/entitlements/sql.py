@@ -1,0 +1,54 @@
+"""SQL helpers that differ per dialect: race-safe insert-or-ignore and per-key transaction locks."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import DeclarativeBase
+
+
+def dialect_name(session: AsyncSession) -> str:
+    return session.get_bind().dialect.name
+
+
+async def insert_ignore(session: AsyncSession, model: type[DeclarativeBase], values: dict[str, Any]) -> bool:
+    """INSERT .. ON CONFLICT DO NOTHING (any unique constraint); True when the row was inserted.
+
+    Two workers inserting the same row at once: PostgreSQL makes the second wait for the first
+    and then do nothing; SQLite serialises writers (BEGIN IMMEDIATE) so the second sees the row."""
+    name = dialect_name(session)
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        stmt: Any = pg_insert(model).values(**values).on_conflict_do_nothing()
+    elif name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        stmt = sqlite_insert(model).values(**values).on_conflict_do_nothing()
+    else:  # pragma: no cover - other dialects: a savepoint absorbs the duplicate
+        from sqlalchemy import insert
+        from sqlalchemy.exc import IntegrityError
+
+        try:
+            async with session.begin_nested():
+                await session.execute(insert(model).values(**values))
+        except IntegrityError:
+            return False
+        return True
+    result = await session.execute(stmt)
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
+async def lock(session: AsyncSession, key: str) -> None:
+    """Serialise transactions about one payment or subscription until this one ends.
+
+    A refund and its payment handled at once by two workers must not both miss each other (the
+    refund finding no grant, the grant finding no refund). PostgreSQL: a transaction-scoped
+    advisory lock; SQLite: writers are already serialised by BEGIN IMMEDIATE."""
+    if dialect_name(session) != "postgresql":
+        return
+    number = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+    await session.execute(text("SELECT pg_advisory_xact_lock(:n)"), {"n": number})

@@ -1,0 +1,140 @@
+"""Subscriptions: one set of grants per subscription (one licence key kept for its whole life),
+following the subscription's status, seats and plan.
+
+Out-of-order delivery: each event carries a timestamp; a grant remembers the newest it applied
+(`state_at`) and older events leave it alone. `cancelled`, `expired` and `failed` are terminal:
+no later event brings a revoked subscription grant back (support can, with `grants restore`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+
+from worker.entitlements.models import GrantKind, GrantRow, GrantSource, GrantStatus
+from worker.entitlements.provision import grant_product, owner_of
+from worker.entitlements.service import Grants, Initial
+from worker.entitlements.sql import lock
+from worker.events import Subscription
+
+SUBSCRIPTION, PLAN_CHANGED = "subscription", "plan_changed"
+
+_STATUS_OF_EVENT = {
+    "subscription.active": "active", "subscription.renewed": "active", "subscription.unpaused": "active",
+    "subscription.on_hold": "on_hold", "subscription.paused": "paused", "subscription.past_due": "past_due",
+    "subscription.cancelled": "cancelled", "subscription.expired": "expired", "subscription.failed": "failed",
+}
+_GRANT_STATUS = {
+    "active": GrantStatus.ACTIVE,
+    "on_hold": GrantStatus.SUSPENDED, "paused": GrantStatus.SUSPENDED, "past_due": GrantStatus.SUSPENDED,
+    "cancelled": GrantStatus.REVOKED, "expired": GrantStatus.REVOKED, "failed": GrantStatus.REVOKED,
+}
+
+
+def parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def is_newer(at: datetime | None, grant: GrantRow) -> bool:
+    """Apply this event to the grant? Equal times apply again (a replay changes nothing)."""
+    seen = parse_time(grant.state_at)
+    return at is None or seen is None or at >= seen
+
+
+async def on_subscription(grants: Grants, sub: Subscription, event_type: str, timestamp: str | None) -> int:
+    """Bring the subscription's grants to what this event says; the number of changes."""
+    sub_id = sub.subscription_id
+    if not sub_id:
+        return 0
+    await lock(grants.session, f"subscription:{sub_id}")
+    raw_status = sub.status or _STATUS_OF_EVENT.get(event_type)
+    target = _GRANT_STATUS.get(raw_status or "")
+    at = parse_time(timestamp)
+    state_at = at.isoformat() if at else None
+    why = f"subscription {sub_id} {raw_status} ({event_type})"
+    spec = grants.catalog.product(sub.product_id)
+    limit = None
+    if spec is not None and spec.license_key is not None and spec.license_key.activations_limit is not None:
+        addons = [(a.addon_id, a.quantity) for a in sub.addons or []]
+        limit = spec.license_key.activations_limit + grants.catalog.seats(addons)
+
+    existing = await _grants_of(grants, sub_id)
+    changes = await _follow_plan(grants, existing, sub, at, why, state_at)
+
+    created_ids: set[str] = set()
+    if spec is not None and sub.product_id and target is not None:
+        initial = Initial(status=target, state_at=state_at,
+                          reason=None if target == GrantStatus.ACTIVE else SUBSCRIPTION,
+                          cause=None if target == GrantStatus.ACTIVE else raw_status,
+                          text=None if target == GrantStatus.ACTIVE else f"granted {target}: {why}")
+        owner = owner_of(sub, subscription_id=sub_id, payment_id=sub.payment_id)
+        created = await grant_product(grants, source=GrantSource.SUBSCRIPTION, source_id=sub_id,
+                                      product_id=sub.product_id, spec=spec, owner=owner, initial=initial,
+                                      activations_limit=limit)
+        created_ids = {row.id for row in created}
+        changes += len(created)
+
+    for grant in existing:
+        if grant.id in created_ids or grant.product_id != sub.product_id or not is_newer(at, grant):
+            continue
+        grant.state_at = state_at or grant.state_at
+        if sub.payment_id:
+            grant.payment_id = sub.payment_id  # the latest renewal: its refund or dispute applies
+        changes += await _apply_status(grants, grant, target, raw_status, why)
+        if grant.kind == GrantKind.LICENSE_KEY and spec is not None and spec.license_key is not None:
+            changes += await grants.set_limit(grant, limit, text=why)
+    return changes
+
+
+async def _apply_status(grants: Grants, grant: GrantRow, target: str | None, raw_status: str | None,
+                        why: str) -> int:
+    if target is None:
+        return 0
+    if grant.status == GrantStatus.REVOKED:
+        # Terminal, or taken by a refund or dispute; only a plan change back undoes its own revoke.
+        if grant.status_reason == PLAN_CHANGED and target == GrantStatus.ACTIVE:
+            return int(await grants.restore(grant, text=why))
+        return 0
+    if target == GrantStatus.ACTIVE:
+        return int(await grants.resume(grant, text=why))
+    if target == GrantStatus.SUSPENDED:
+        return int(await grants.suspend(grant, reason=SUBSCRIPTION, cause=raw_status, text=why))
+    return int(await grants.revoke(grant, reason=SUBSCRIPTION, cause=raw_status, text=why))
+
+
+async def _follow_plan(grants: Grants, existing: list[GrantRow], sub: Subscription, at: datetime | None,
+                       why: str, state_at: str | None) -> int:
+    """A plan change: the licence key moves to the new product (the customer keeps their key);
+    files and hooks of the old product are revoked, the new product's are granted."""
+    if not sub.product_id:
+        return 0
+    spec = grants.catalog.product(sub.product_id)
+    keep_key = spec is not None and spec.license_key is not None
+    has_key = any(g.kind == GrantKind.LICENSE_KEY and g.product_id == sub.product_id for g in existing)
+    changes = 0
+    for grant in existing:
+        if grant.product_id == sub.product_id or not is_newer(at, grant):
+            continue
+        grant.state_at = state_at or grant.state_at
+        if grant.kind == GrantKind.LICENSE_KEY and keep_key and not has_key:
+            await grants.change_product(grant, sub.product_id, text=why)
+            has_key = True
+            changes += 1
+        elif grant.status != GrantStatus.REVOKED:
+            changes += await grants.revoke(grant, reason=PLAN_CHANGED, cause=sub.product_id,
+                                           text=f"plan changed to {sub.product_id}: {why}")
+    return changes
+
+
+async def _grants_of(grants: Grants, sub_id: str) -> list[GrantRow]:
+    rows = await grants.session.scalars(
+        select(GrantRow).where(GrantRow.source == GrantSource.SUBSCRIPTION, GrantRow.source_id == sub_id)
+        .order_by(GrantRow.id))
+    return list(rows)
