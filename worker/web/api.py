@@ -6,4 +6,7 @@ from litestar.types import ControllerRouterHandler
 
 
 def api_routes() -> list[ControllerRouterHandler]:
-    return []
+    from worker.web.downloads import download
+    from worker.web.licenses import ROUTES as LICENSE_ROUTES
+
+    return [*LICENSE_ROUTES, download]
