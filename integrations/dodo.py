@@ -5,9 +5,9 @@
   explicitly, or DODO_PAYMENTS_BASE_URL instead of it (the SDK refuses both).
 - `DodoReader` wraps a client for reading lists and objects as plain JSON (the payload of a
   synthetic event must keep every field Dodo sent, known to the SDK's models or not). It counts
-  API calls, and waits out rate limits: the SDK itself retries 429/5xx/connection errors with
-  back-off and honours `Retry-After` up to 60 s; a 429 that outlasts those retries, or asks for
-  a longer wait, is waited out here (up to `max_rate_limit_wait` seconds in all).
+  every request, waits out 429s as long as `Retry-After` asks (up to `max_rate_limit_wait`
+  seconds in all), and retries 5xx, timeouts and connection errors with exponential back-off.
+  (Handlers' `ctx.dodo` is the plain SDK client, with the SDK's own retries.)
 
 The API key is a `SecretStr` in settings and only ever reaches the SDK; nothing here logs it,
 and `KeyRedactor` scrubs it from the SDK's and httpx's own log lines in case a debug level ever
@@ -24,7 +24,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from dodopayments import APIStatusError, AsyncDodoPayments, RateLimitError
+from dodopayments import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    AsyncDodoPayments,
+    AuthenticationError,
+    InternalServerError,
+    RateLimitError,
+)
 
 from worker.settings import Settings
 
@@ -75,14 +83,25 @@ class DodoAPIError(Exception):
 
 @dataclass
 class DodoReader:
-    """Reads Dodo's API as JSON through the SDK, counting calls and waiting out rate limits."""
+    """Reads Dodo's API as JSON through the SDK, counting every HTTP request and waiting out
+    rate limits and transient failures.
+
+    The retry policy lives here rather than in the SDK (the reader's copy of the client has
+    `max_retries=0`) so that `calls` counts each request sent, and a 429 is waited out for as
+    long as its `Retry-After` says (the SDK caps that at 60 s), up to `max_rate_limit_wait` in all.
+    """
 
     client: AsyncDodoPayments
     max_rate_limit_wait: float = 600.0
+    transient_tries: int = SDK_MAX_RETRIES + 1
+    backoff_base: float = 0.5
     calls: int = 0
     rate_limited: int = 0
     waited_seconds: float = 0.0
-    _lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    _client: AsyncDodoPayments = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._client = self.client.with_options(max_retries=0)
 
     async def list_page(self, path: str, page_number: int, page_size: int = PAGE_SIZE,
                         **filters: Any) -> list[dict[str, Any]]:
@@ -104,13 +123,13 @@ class DodoReader:
 
     async def _get(self, path: str, query: Mapping[str, Any] | None) -> Any:
         waited = 0.0
+        failures = 0
         while True:
             self.calls += 1
             try:
-                # The SDK's generic GET: its auth, retries, back-off and errors, our JSON.
-                return await self.client.get(path, cast_to=object, options={"params": dict(query or {})})
+                # The SDK's generic GET: its auth, base URL and errors; our JSON and retries.
+                return await self._client.get(path, cast_to=object, options={"params": dict(query or {})})
             except RateLimitError as exc:
-                # The SDK already retried; it honours Retry-After only up to 60 s.
                 delay = retry_after(exc.response.headers)
                 if waited + delay > self.max_rate_limit_wait:
                     raise DodoAPIError(f"GET {path}: still rate limited (429) after {waited:.0f}s") from None
@@ -119,10 +138,22 @@ class DodoReader:
                 await asyncio.sleep(delay)
                 waited += delay
                 self.waited_seconds += delay
+                continue
+            except AuthenticationError:
+                raise DodoAPIError(f"GET {path}: the API key was refused (HTTP 401); check "
+                                   "DODO_PAYMENTS_API_KEY and DODO_PAYMENTS_ENVIRONMENT") from None
+            except InternalServerError as exc:
+                reason = f"HTTP {exc.status_code}"
             except APIStatusError as exc:
                 raise DodoAPIError(f"GET {path}: HTTP {exc.status_code}") from None
-            except Exception as exc:  # connection errors and timeouts, after the SDK's retries
-                raise DodoAPIError(f"GET {path}: {type(exc).__name__}") from None
+            except APIConnectionError as exc:
+                reason = "timed out" if isinstance(exc, APITimeoutError) else "cannot connect"
+            failures += 1
+            if failures >= self.transient_tries:
+                raise DodoAPIError(f"GET {path}: {reason} ({failures} tries)") from None
+            delay = min(self.backoff_base * 2 ** (failures - 1), 8.0) * random.uniform(0.8, 1.2)
+            log.warning("Dodo API GET %s: %s; trying again in %.1fs", path, reason, delay)
+            await asyncio.sleep(delay)
 
 
 def retry_after(headers: Mapping[str, str]) -> float:
@@ -134,8 +165,8 @@ def retry_after(headers: Mapping[str, str]) -> float:
         try:
             return max(0.0, float(raw) * scale) + random.uniform(0, 0.1)
         except ValueError:
-            from email.utils import parsedate_to_datetime
             from datetime import UTC, datetime
+            from email.utils import parsedate_to_datetime
 
             try:
                 when = parsedate_to_datetime(raw)

@@ -19,7 +19,6 @@ async def serve(fake: FakeDodo) -> AsyncIterator[str]:
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(fake, host="127.0.0.1", port=port, log_level="warning",
                                            access_log=False, lifespan="off"))
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve())
 
     async def started() -> bool:

@@ -216,9 +216,7 @@ def _matches(obj: dict[str, Any], query: dict[str, str], gte: datetime | None, l
     for name in ("status", "dispute_status", "dispute_stage", "subscription_id", "brand_id"):
         if name in query and str(obj.get(name)) != query[name]:
             return False
-    if "customer_id" in query and (obj.get("customer") or {}).get("customer_id") != query["customer_id"]:
-        return False
-    return True
+    return "customer_id" not in query or (obj.get("customer") or {}).get("customer_id") == query["customer_id"]
 
 
 def main() -> None:

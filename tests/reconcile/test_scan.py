@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -59,6 +60,10 @@ async def settle(stack: Stack, result: dict[str, Any]) -> None:
         await stack.wait_status(item["event_id"], "processed")
 
 
+def parse(moment: str) -> datetime:
+    return datetime.fromisoformat(moment.replace("Z", "+00:00"))
+
+
 async def count_rows(stack: Stack, model: Any) -> int:
     async with stack.db.sessions() as session:
         return int(await session.scalar(select(func.count()).select_from(model)) or 0)
@@ -106,13 +111,22 @@ async def test_missed_payments_refunds_and_disputes_are_repaired_exactly_once(
     fetched = sum(1 for c in dodo.fake.calls if c.path.startswith("/payments/"))
     assert fetched == len(missing)
 
-    # A second scan finds nothing missing, fetches nothing, and the handlers see nothing new.
+    # The next scan without --since starts where this one ended, less the overlap: it reads
+    # only the recent objects, finds nothing missing, fetches nothing, and handlers see nothing.
+    first_until = parse(result["window"]["until"])
     again = await dodo.reconcile(stack)
+    since = parse(again["window"]["since"])
+    assert since == first_until - timedelta(minutes=stack.settings.RECONCILE_OVERLAP_MINUTES)
     assert again["repaired"] == []
-    assert again["scanned"] == 275
+    recent = [o for o in made["payments"] + made["refunds"] + made["disputes"]
+              if since <= parse(o["created_at"]) <= parse(again["window"]["until"])]
+    assert again["scanned"] == len(recent) < 275
+    # A full rescan of the whole history repairs nothing either.
+    full = await dodo.reconcile(stack, "--since", "7h")
+    assert (full["scanned"], full["repaired"]) == (275, [])
     assert sum(1 for c in dodo.fake.calls if c.path.startswith("/payments/")) == fetched
     assert ledger.granted == Counter({p: 1 for p in paid})
-    assert await count_rows(stack, ReconcileRunRow) == 2
+    assert await count_rows(stack, ReconcileRunRow) == 3
     assert await count_rows(stack, ReconcileStateRow) == 1
 
 

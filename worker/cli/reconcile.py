@@ -70,12 +70,15 @@ async def _reconcile(settings: Settings, since: datetime | None, until: datetime
                      metadata: dict[str, str], show_progress: bool) -> dict[str, Any]:
     from integrations.dodo import DodoAPIError, DodoReader, create_client
     from worker import queue
-    from worker.reconcile.service import Request, ScanBusy, reconcile
+    from worker.reconcile.service import EmptyWindow, Request, ScanBusy, reconcile
+    from sqlalchemy.exc import SQLAlchemyError
+
     from worker.store import Database
 
     client = create_client(settings)
     assert client is not None
     db = Database(settings.DATABASE_URL)
+    # A dry run writes nothing, so it needs neither the lock nor the queue.
     redis = queue.connect(settings.REDIS_URL) if settings.REDIS_URL and not dry_run else None
     progress = _progress() if show_progress else None
     tasks: dict[str, Any] = {}
@@ -91,14 +94,18 @@ async def _reconcile(settings: Settings, since: datetime | None, until: datetime
     try:
         if progress is not None:
             progress.start()
-        report = await reconcile(settings, db, DodoReader(client), redis, request,
+        # Fewer tries than the worker on a dead connection: someone is waiting at the terminal.
+        report = await reconcile(settings, db, DodoReader(client, transient_tries=3), redis, request,
                                  progress=advance if progress is not None else None)
     except ScanBusy:
-        fail("another reconciliation scan is running (a worker's scheduled one?); try again later", code=1)
+        fail("another reconciliation scan is running (a worker's scheduled one?); try again in a few minutes",
+             code=1)
     except DodoAPIError as exc:
-        fail(f"could not read Dodo's API: {exc}", code=1)
-    except ValueError as exc:
+        fail(f"could not read Dodo's API at {_api_host(settings)}: {exc}", code=1)
+    except EmptyWindow as exc:
         fail(str(exc))
+    except (SQLAlchemyError, OSError) as exc:  # the URL may hold a password: name the error only
+        fail(f"could not use the database (DATABASE_URL): {type(exc).__name__}", code=1)
     finally:
         if progress is not None:
             progress.stop()
@@ -107,6 +114,12 @@ async def _reconcile(settings: Settings, since: datetime | None, until: datetime
         if redis is not None:
             await redis.aclose(close_connection_pool=True)
     return report.as_json()
+
+
+def _api_host(settings: Settings) -> str:
+    if settings.DODO_PAYMENTS_BASE_URL:
+        return settings.DODO_PAYMENTS_BASE_URL
+    return "live.dodopayments.com" if settings.DODO_PAYMENTS_ENVIRONMENT == "live_mode" else "test.dodopayments.com"
 
 
 def _progress() -> Progress:

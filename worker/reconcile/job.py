@@ -1,38 +1,105 @@
-"""The scheduled scan: an arq cron job, unique per tick across workers, single by a Redis lock."""
+"""The scheduled scan: an arq cron job that starts a scan in the background and returns at once.
+
+Why not run the scan inside the arq job: arq keeps every job's in-progress key for
+max(all function timeouts) + 10 s, so one long timeout (a 10,000-payment scan may take minutes)
+would make a killed worker's ordinary event jobs wait that long before another worker may take
+them. So the cron job keeps the default JOB_TIMEOUT_SECONDS and only does the quick part
+(`service.begin`: window, Redis lease, run record); the scan itself runs as an asyncio task held
+by the worker's `Reconciler` (in `runtime.resources`). The lease (60 s, renewed while scanning)
+keeps it single across workers; stopping the worker cancels the task and records the run as
+`interrupted`; a killed worker's lease lapses within a minute and its run is marked
+`interrupted` by the next one.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import Any
 
 from arq.cron import cron
 
 from integrations.dodo import DodoAPIError, DodoReader
-from worker.reconcile.service import Request, ScanBusy, reconcile
+from worker.reconcile.lock import LockLost
+from worker.reconcile.service import Request, ScanBusy, begin, execute
 from worker.runtime import Runtime
 from worker.settings import Settings
 
 log = logging.getLogger("dodo_worker.reconcile")
 
-JOB_TIMEOUT_SECONDS = 3600
+RESOURCE = "reconciler"
+
+
+class Reconciler:
+    """Runs at most one background scan per worker process."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    async def start(self, trigger: str = "cron") -> str:
+        """Begin a scan and leave it running; what happened, in a word."""
+        runtime = self.runtime
+        client = runtime.resources.get("dodo")
+        if client is None:
+            log.info("reconciliation disabled: DODO_PAYMENTS_API_KEY is not set")
+            return "disabled"
+        if self.running:
+            log.info("reconciliation skipped: this worker's last scan is still running")
+            return "running"
+        try:
+            run = await begin(runtime.settings, runtime.db, runtime.redis, Request(trigger=trigger))
+        except ScanBusy:
+            log.info("reconciliation skipped: another scan is running")
+            return "skipped"
+        reader = DodoReader(client)
+        self.task = asyncio.create_task(self._scan(run, reader), name="dodo-worker reconcile")
+        return "started"
+
+    async def _scan(self, run: Any, reader: DodoReader) -> None:
+        try:
+            await execute(run, self.runtime.settings, self.runtime.db, reader)
+        except (DodoAPIError, LockLost) as exc:
+            log.error("reconciliation failed, the next run covers this window again: %s", exc)
+        except asyncio.CancelledError:
+            log.info("reconciliation interrupted by shutdown; the next run covers its window")
+            raise
+        except Exception:
+            log.exception("reconciliation failed")
+
+    async def wait(self) -> None:
+        if self.task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self.task)
+
+    async def aclose(self) -> None:
+        """Called when the worker's runtime closes: stop a running scan (it records itself)."""
+        if self.running:
+            assert self.task is not None
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
 
 
 async def reconcile_job(ctx: dict[str, Any]) -> str:
     runtime: Runtime = ctx["runtime"]
-    client = runtime.resources.get("dodo")
-    if client is None:
+    reconciler = runtime.resources.get(RESOURCE)
+    if not isinstance(reconciler, Reconciler):
         log.info("reconciliation disabled: DODO_PAYMENTS_API_KEY is not set")
         return "disabled"
-    try:
-        report = await reconcile(runtime.settings, runtime.db, DodoReader(client), runtime.redis,
-                                 Request(trigger="cron"))
-    except ScanBusy:
-        log.info("reconciliation skipped: another scan is running")
-        return "skipped"
-    except DodoAPIError as exc:
-        log.error("reconciliation failed, the next run covers this window again: %s", exc)
-        return "failed"
-    return f"scanned {report.scanned}, repaired {len(report.repaired)}"
+    return await reconciler.start("cron")
+
+
+def attach(runtime: Runtime) -> None:
+    """Give a worker's runtime its Reconciler (when an API key is set). Put it in resources
+    before the Dodo client so that closing the runtime stops the scan before the client."""
+    if runtime.settings.DODO_PAYMENTS_API_KEY is not None:
+        runtime.resources.setdefault(RESOURCE, Reconciler(runtime))
 
 
 def schedule(interval_minutes: int) -> dict[str, Any]:
@@ -48,5 +115,6 @@ def cron_jobs(settings: Settings) -> list[Any]:
         log.info("reconciliation disabled: DODO_PAYMENTS_API_KEY is not set")
         return []
     # At start-up too: a worker that was down catches up at once (the lock keeps it to one scan).
+    # No timeout of its own: the job only starts the scan (see the module docstring).
     return [cron(reconcile_job, name=f"{settings.QUEUE_NAME}:reconcile", unique=True, run_at_startup=True,
-                 timeout=JOB_TIMEOUT_SECONDS, **schedule(settings.RECONCILE_INTERVAL_MINUTES))]
+                 **schedule(settings.RECONCILE_INTERVAL_MINUTES))]

@@ -22,13 +22,15 @@ class ReconcileStateRow(Base):
 
 
 class ReconcileRunRow(Base):
-    """One scan: its window, what it read and repaired, how it ended (`ok`, `failed`, `skipped`)."""
+    """One scan: its window, what it read and repaired, how it ended: `running`, `ok`, `failed`
+    (the API could not be read), `interrupted` (the worker stopped), `skipped` (another scan held
+    the lock). Dry runs are not recorded."""
 
     __tablename__ = "reconcile_runs"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     trigger: Mapped[str] = mapped_column(String(16))  # cron or cli
-    status: Mapped[str] = mapped_column(String(16))  # running, ok, failed, skipped
+    status: Mapped[str] = mapped_column(String(16))  # running, ok, failed, interrupted, skipped
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     window_since: Mapped[datetime | None] = mapped_column(UTCDateTime)

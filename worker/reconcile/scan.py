@@ -236,17 +236,14 @@ class Scanner:
             full = await self.reader.retrieve(source.detail_path.format(id=object_id))
             data = {**item, **full}
             data.setdefault("payload_type", source.payload_type)
-            envelope = {
-                "business_id": data.get("business_id"),
-                "type": event_type,
-                "timestamp": iso(datetime.now(UTC)),
-                "data": data,
-            }
+            timestamp = iso(datetime.now(UTC))
+            envelope = {"business_id": data.get("business_id"), "type": event_type, "timestamp": timestamp,
+                        "data": data}
             business_id = data.get("business_id")
             new_events.append(NewEvent(
                 id=event_id, type=event_type, body=json.dumps(envelope), source=EventSource.RECONCILE,
                 object_id=object_id[:128], business_id=business_id if isinstance(business_id, str) else None,
-                occurred_at=envelope["timestamp"]))
+                occurred_at=timestamp))
             pending_report[event_id] = Repaired(source.kind, object_id, event_id,
                                                 self._report_metadata(source, data), event_type)
         if not new_events:
@@ -313,11 +310,11 @@ class Scanner:
         """One query per page: the events the inbox holds for these objects."""
         found: dict[str, _Existing] = defaultdict(_Existing)
         if source.event_type is not None:
-            query = select(EventRow.object_id, EventRow.id, EventRow.status).where(
+            by_type = select(EventRow.object_id, EventRow.id, EventRow.status).where(
                 EventRow.type == source.event_type, EventRow.object_id.in_(object_ids))
             async with self.db.sessions() as session:
-                for object_id, event_id, status in (await session.execute(query)).all():
-                    entry = found[object_id]
+                for object_id, event_id, status in (await session.execute(by_type)).all():
+                    entry = found[object_id or ""]
                     entry.statuses.append(status)
                     entry.event_ids.append(event_id)
             return dict(found)
@@ -329,7 +326,7 @@ class Scanner:
         )
         async with self.db.sessions() as session:
             for object_id, event_id, status, body in (await session.execute(query)).all():
-                entry = found[object_id]
+                entry = found[object_id or ""]
                 entry.statuses.append(status)
                 entry.event_ids.append(event_id)
                 entry.latest_id, entry.latest_status = event_id, status

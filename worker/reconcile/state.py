@@ -6,7 +6,7 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from worker.reconcile.models import ReconcileRunRow, ReconcileStateRow
 from worker.settings import Settings
@@ -69,6 +69,16 @@ async def finish_run(db: Database, run_id: int, *, status: str, summary: dict[st
         row.api_calls = int(summary.get("api_calls", 0))
         row.error = error
         row.summary = json.dumps(summary, default=str) if summary else None
+
+
+async def close_orphaned_runs(db: Database) -> int:
+    """Runs still `running` when a new scan takes the lock were cut short by a process that died
+    (a killed worker's lease lapses after its TTL): mark them `interrupted`."""
+    async with db.sessions() as session, session.begin():
+        result = await session.execute(
+            update(ReconcileRunRow).where(ReconcileRunRow.status == "running")
+            .values(status="interrupted", finished_at=utcnow(), error="the process running it stopped"))
+        return int(getattr(result, "rowcount", 0) or 0)
 
 
 async def recent_runs(db: Database, limit: int = 20) -> list[ReconcileRunRow]:
