@@ -7,6 +7,7 @@ from litestar.types import ControllerRouterHandler
 
 def api_routes() -> list[ControllerRouterHandler]:
     from worker.web.downloads import download
+    from worker.web.entitlements import list_entitlements
     from worker.web.licenses import ROUTES as LICENSE_ROUTES
 
-    return [*LICENSE_ROUTES, download]
+    return [list_entitlements, *LICENSE_ROUTES, download]
