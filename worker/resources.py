@@ -18,9 +18,11 @@ async def open_resources(runtime: Runtime) -> None:
     Anything with `aclose()`/`close()` is closed when the runtime closes."""
     from integrations.dodo import create_client
     from worker.entitlements.catalog import load_catalog
+    from worker.entitlements.outbox import log_hook_status
     from worker.reconcile.job import attach as attach_reconciler
 
     runtime.resources.setdefault("catalog", load_catalog(runtime.settings.entitlements_path))
+    log_hook_status(runtime.settings, runtime.resources["catalog"])
     if (dodo := create_client(runtime.settings)) is not None:
         attach_reconciler(runtime)  # before "dodo": closing stops a running scan before its client
         runtime.resources["dodo"] = dodo  # ctx.dodo; reconciliation reads through it too
