@@ -36,3 +36,5 @@ async def dodo() -> AsyncIterator[Dodo]:
     fake = FakeDodo()
     async with serve(fake) as url:
         yield Dodo(fake, url)
+        if fake.gate is not None:
+            fake.gate.set()  # let held requests end so the server can stop

@@ -14,7 +14,6 @@ keeps it single across workers; stopping the worker cancels the task and records
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -22,7 +21,7 @@ from arq.cron import cron
 
 from integrations.dodo import DodoAPIError, DodoReader
 from worker.reconcile.lock import LockLost
-from worker.reconcile.service import Request, ScanBusy, begin, execute
+from worker.reconcile.service import Request, Run, ScanBusy, begin, execute
 from worker.runtime import Runtime
 from worker.settings import Settings
 
@@ -32,15 +31,18 @@ RESOURCE = "reconciler"
 
 
 class Reconciler:
-    """Runs at most one background scan per worker process."""
+    """Starts scans as background tasks of the worker process and stops them when it closes.
+
+    Whichever worker picks a cron job up (any worker on the queue may), `begin` takes the
+    shared lease first, so a second scan anywhere is recorded as `skipped` and never starts."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.task: asyncio.Task[None] | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
 
     @property
     def running(self) -> bool:
-        return self.task is not None and not self.task.done()
+        return any(not task.done() for task in self.tasks)
 
     async def start(self, trigger: str = "cron") -> str:
         """Begin a scan and leave it running; what happened, in a word."""
@@ -49,19 +51,17 @@ class Reconciler:
         if client is None:
             log.info("reconciliation disabled: DODO_PAYMENTS_API_KEY is not set")
             return "disabled"
-        if self.running:
-            log.info("reconciliation skipped: this worker's last scan is still running")
-            return "running"
         try:
             run = await begin(runtime.settings, runtime.db, runtime.redis, Request(trigger=trigger))
         except ScanBusy:
             log.info("reconciliation skipped: another scan is running")
             return "skipped"
-        reader = DodoReader(client)
-        self.task = asyncio.create_task(self._scan(run, reader), name="dodo-worker reconcile")
+        task = asyncio.create_task(self._scan(run, DodoReader(client)), name="dodo-worker reconcile")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
         return "started"
 
-    async def _scan(self, run: Any, reader: DodoReader) -> None:
+    async def _scan(self, run: Run, reader: DodoReader) -> None:
         try:
             await execute(run, self.runtime.settings, self.runtime.db, reader)
         except (DodoAPIError, LockLost) as exc:
@@ -72,18 +72,13 @@ class Reconciler:
         except Exception:
             log.exception("reconciliation failed")
 
-    async def wait(self) -> None:
-        if self.task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(self.task)
-
     async def aclose(self) -> None:
         """Called when the worker's runtime closes: stop a running scan (it records itself)."""
-        if self.running:
-            assert self.task is not None
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+        tasks = [task for task in self.tasks if not task.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def reconcile_job(ctx: dict[str, Any]) -> str:
