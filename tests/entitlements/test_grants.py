@@ -1,24 +1,139 @@
-"""A paid product is granted once, whatever the deliveries and replays."""
+"""A paid product is granted once, whatever the deliveries, replays and races."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import asyncio
+import json
+from typing import Any
 
-from tests.entitlements.conftest import PRODUCT, payment, send_and_wait
+from sqlalchemy import func, select, update
+
+from tests.entitlements.conftest import (
+    CUSTOMER,
+    KEY_ONLY,
+    PRODUCT,
+    entitlements,
+    payment,
+    send_and_wait,
+)
 from tests.support import Stack
-from worker.entitlements.models import GrantRow
+from worker.entitlements import keys
+from worker.entitlements.catalog import load_catalog
+from worker.entitlements.models import AuditRow, DeliveryRow, GrantMetadataRow, GrantRow
+from worker.entitlements.payments import on_payment
+from worker.entitlements.service import Actor, Grants
+from worker.events import Payment
+from worker.store import HandlerRunRow, RunStatus
 
 
-async def _grants(stack: Stack) -> list[GrantRow]:
+def _stable(grants: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Grants without their download links (a fresh token each time they are listed)."""
+    return [{**g, "file": {**g["file"], "download_url": None}} if "file" in g else g for g in grants]
+
+
+async def _count(stack: Stack, model: Any) -> int:
     async with stack.db.sessions() as session:
-        return list(await session.scalars(select(GrantRow).order_by(GrantRow.kind)))
+        return int(await session.scalar(select(func.count()).select_from(model)) or 0)
 
 
-async def test_payment_grants_key_and_file(ent_stack: Stack) -> None:
-    await send_and_wait(ent_stack, "payment.succeeded", payment("pay_a", [(PRODUCT, 1)]))
-    rows = await _grants(ent_stack)
-    assert [(r.kind, r.status, r.payment_id) for r in rows] == [
-        ("file", "active", "pay_a"), ("license_key", "active", "pay_a")]
-    key = next(r for r in rows if r.kind == "license_key")
-    assert key.license_key and key.license_key.startswith("ACME-")
-    assert key.activations_limit == 2
+async def test_payment_grants_what_the_catalog_lists(ent_stack: Stack) -> None:
+    event_id = await send_and_wait(ent_stack, "payment.succeeded",
+                                   payment("pay_a", [(PRODUCT, 2), (KEY_ONLY, 1), ("pdt_unknown", 3)]))
+    grants = await entitlements(ent_stack, payment_id="pay_a")
+    kinds = sorted((g["product_id"], g["kind"]) for g in grants)
+    # one key per unit (2 + 1), the file once; a product not in the catalog grants nothing
+    assert kinds == [(KEY_ONLY, "license_key"), (PRODUCT, "file"), (PRODUCT, "license_key"),
+                     (PRODUCT, "license_key")]
+    found = [g["license_key"]["key"] for g in grants if g["kind"] == "license_key"]
+    assert len(set(found)) == 3
+    for key in found:
+        body = keys.normalise(key).removeprefix("ACME")
+        assert len(body) * 5 >= 128  # at least 128 random bits of base32
+    assert all(g["status"] == "active" and g["customer_id"] == CUSTOMER for g in grants)
+
+    async with ent_stack.db.sessions() as session:
+        audit = list(await session.scalars(select(AuditRow)))
+        meta = list(await session.scalars(select(GrantMetadataRow)))
+    assert {(a.action, a.to_status, a.actor, a.event_id) for a in audit} == {
+        ("granted", "active", f"event:{event_id}", event_id)}
+    assert len(audit) == 4 and all(a.at is not None for a in audit)
+    assert {(m.key, m.value) for m in meta} == {("order_id", "ord_1001"), ("app_user_id", "usr_42")}
+    assert len(meta) == 8
+
+
+async def test_lookup_by_key_accepts_lowercase_without_dashes(ent_stack: Stack) -> None:
+    await send_and_wait(ent_stack, "payment.succeeded", payment("pay_k", [(PRODUCT, 1)]))
+    [grant] = [g for g in await entitlements(ent_stack, payment_id="pay_k") if g["kind"] == "license_key"]
+    typed = grant["license_key"]["key"].replace("-", "").lower()
+    async with ent_stack.db.sessions() as session:
+        row = await session.scalar(select(GrantRow).where(GrantRow.license_key_hash == keys.key_hash(typed)))
+    assert row is not None and row.id == grant["id"]
+
+
+async def test_failed_and_subscription_payments_grant_nothing(ent_stack: Stack) -> None:
+    await send_and_wait(ent_stack, "payment.succeeded", payment("pay_f", status="failed"))
+    await send_and_wait(ent_stack, "payment.succeeded", payment("pay_s", subscription_id="sub_x"))
+    assert await _count(ent_stack, GrantRow) == 0
+
+
+async def test_same_payment_under_new_webhook_ids_grants_once(ent_stack: Stack) -> None:
+    first = await send_and_wait(ent_stack, "payment.succeeded", payment("pay_d", [(PRODUCT, 1)]))
+    before = _stable(await entitlements(ent_stack, payment_id="pay_d"))
+    second = await send_and_wait(ent_stack, "payment.succeeded", payment("pay_d", [(PRODUCT, 1)]))
+    assert first != second
+    after = _stable(await entitlements(ent_stack, payment_id="pay_d"))
+    assert after == before and len(after) == 2
+    assert await _count(ent_stack, AuditRow) == 2  # the second delivery changed nothing
+
+
+async def test_replayed_event_grants_nothing_new(ent_stack: Stack) -> None:
+    event_id = await send_and_wait(ent_stack, "payment.succeeded", payment("pay_r", [(PRODUCT, 1)]))
+    before = _stable(await entitlements(ent_stack, payment_id="pay_r"))
+    # As if the worker had died before recording the handler's success: the handler runs again.
+    async with ent_stack.db.sessions() as session, session.begin():
+        await session.execute(update(HandlerRunRow).where(HandlerRunRow.event_id == event_id)
+                              .values(status=RunStatus.FAILED))
+    code, out, err = await ent_stack.cli("events", "replay", event_id, "--json")
+    assert code == 0, err
+    assert json.loads(out)["replayed"] == [event_id]
+    await ent_stack.wait_status(event_id, "processed")
+    runs = await ent_stack.runs(event_id)
+    assert runs["entitlements.payment"].attempts == 1 and runs["entitlements.payment"].status == "succeeded"
+    assert _stable(await entitlements(ent_stack, payment_id="pay_r")) == before
+    assert await _count(ent_stack, AuditRow) == 2
+
+
+async def test_two_workers_at_once_grant_once(ent_stack: Stack, catalog_path: Any) -> None:
+    """Two transactions handle the same payment concurrently (two workers, two deliveries)."""
+    catalog = load_catalog(catalog_path)
+    data = Payment.model_validate(payment("pay_race", [(PRODUCT, 3)]))
+
+    async def handle(n: int) -> int:
+        async with ent_stack.db.sessions() as session, session.begin():
+            grants = Grants(session, ent_stack.settings, catalog, Actor.for_event(f"evt_{n}"))
+            return await on_payment(grants, data)
+
+    created = await asyncio.gather(*(handle(n) for n in range(4)))
+    assert sorted(created) == [0, 0, 0, 4]  # 3 keys and a file, by exactly one of them
+    assert await _count(ent_stack, GrantRow) == 4
+
+
+async def test_python_hooks_get_one_outbox_row_per_change(ent_stack: Stack) -> None:
+    from worker.entitlements import hooks
+
+    @hooks.on_entitlement("entitlement.granted")
+    async def provision(event_type: str, grant: dict[str, Any]) -> None: ...
+
+    try:
+        await send_and_wait(ent_stack, "payment.succeeded", payment("pay_h", [(PRODUCT, 1)]))
+        await send_and_wait(ent_stack, "payment.succeeded", payment("pay_h", [(PRODUCT, 1)]))
+    finally:
+        hooks.remove(f"{provision.__module__}.{provision.__qualname__}")
+    async with ent_stack.db.sessions() as session:
+        rows = list(await session.scalars(select(DeliveryRow)))
+    assert len(rows) == 2  # the key and the file, once each
+    assert {r.target for r in rows} == {f"python:{provision.__module__}.{provision.__qualname__}"}
+    assert all(r.status == "pending" and r.event_type == "entitlement.granted" for r in rows)
+    payloads = [json.loads(r.payload) for r in rows]
+    assert {p["data"]["kind"] for p in payloads} == {"license_key", "file"}
+    assert all(p["type"] == "entitlement.granted" and p["timestamp"] for p in payloads)
