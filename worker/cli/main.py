@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from worker.cli import db, events, reconcile
+from worker.cli import db, events, grants, reconcile
 from worker.cli.send import send_command
 from worker.cli.serve import dev_command, web_command, worker_command
 
@@ -22,6 +22,7 @@ app.command("send")(send_command)
 app.command("reconcile")(reconcile.reconcile_command)
 app.add_typer(db.app, name="db")
 app.add_typer(events.app, name="events")
+app.add_typer(grants.app, name="grants")
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from worker.entitlements.models import GrantMetadataRow, GrantRow
+from worker.entitlements.models import AuditRow, DeliveryRow, GrantMetadataRow, GrantRow
 
 MAX_RESULTS = 1000
 
@@ -42,7 +42,7 @@ def parse_pairs(items: list[str]) -> dict[str, str]:
     return pairs
 
 
-def statement(filters: Filters) -> Select[Any]:
+def statement(filters: Filters, limit: int = MAX_RESULTS) -> Select[Any]:
     query = select(GrantRow)
     if filters.customer_id:
         query = query.where(GrantRow.customer_id == filters.customer_id)
@@ -57,12 +57,23 @@ def statement(filters: Filters) -> Select[Any]:
     for key, value in filters.metadata.items():
         meta = aliased(GrantMetadataRow)
         query = query.join(meta, (meta.grant_id == GrantRow.id) & (meta.key == key) & (meta.value == value))
-    return query.order_by(GrantRow.created_at, GrantRow.id).limit(MAX_RESULTS)
+    return query.order_by(GrantRow.created_at, GrantRow.id).limit(limit)
 
 
-async def find_grants(session: AsyncSession, filters: Filters) -> list[GrantRow]:
-    return list(await session.scalars(statement(filters)))
+async def find_grants(session: AsyncSession, filters: Filters, limit: int = MAX_RESULTS) -> list[GrantRow]:
+    return list(await session.scalars(statement(filters, limit)))
 
 
 async def find_grant(session: AsyncSession, grant_id: str) -> GrantRow | None:
     return await session.get(GrantRow, grant_id)
+
+
+async def audit_trail(session: AsyncSession, grant_id: str) -> list[AuditRow]:
+    rows = await session.scalars(select(AuditRow).where(AuditRow.grant_id == grant_id).order_by(AuditRow.id))
+    return list(rows)
+
+
+async def deliveries_of(session: AsyncSession, grant_id: str) -> list[DeliveryRow]:
+    rows = await session.scalars(
+        select(DeliveryRow).where(DeliveryRow.grant_id == grant_id).order_by(DeliveryRow.created_at))
+    return list(rows)

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.entitlements import keys, outbox
@@ -187,11 +186,6 @@ class Grants:
         grant.status_reason, grant.status_cause = reason, cause
         grant.updated_at = utcnow()
         await self._record(grant, "still_revoked", grant.status, grant.status, text, None)
-
-    async def audit_trail(self, grant_id: str) -> list[AuditRow]:
-        rows = await self.session.scalars(
-            select(AuditRow).where(AuditRow.grant_id == grant_id).order_by(AuditRow.id))
-        return list(rows)
 
     async def _move(self, grant: GrantRow, to: str, action: str, reason: str | None, cause: str | None,
                     text: str, event_type: str) -> bool:
