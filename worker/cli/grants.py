@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from worker.cli.common import console, fail, print_json, run, settings_or_exit
 from worker.entitlements.catalog import load_catalog
@@ -55,7 +55,8 @@ def list_command(
     if as_json:
         print_json(found)
         return
-    table = Table("id", "kind", "status", "product", "customer", "payment / subscription", "detail")
+    table = Table(Column("id", no_wrap=True, min_width=32), "kind", "status", "product", "customer",
+                  "payment / subscription", "detail")
     for g in found:
         table.add_row(g["id"], g["kind"], g["status"], g["product_id"], g["email"] or g["customer_id"] or "",
                       g["payment_id"] or g["subscription_id"] or "", _detail(g))
