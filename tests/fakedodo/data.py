@@ -116,7 +116,8 @@ def subscription(n: int, *, created_at: datetime, status: str = "active", produc
 
 
 def populate(fake: FakeDodo, *, payments: int, failed: int = 0, refunds: int = 0, disputes: int = 0,
-             subscriptions: int = 0, now: datetime | None = None, spread: timedelta = timedelta(hours=6)
+             subscriptions: int = 0, now: datetime | None = None, spread: timedelta = timedelta(hours=6),
+             product_id: str = "pdt_fake_ebook", subscription_product_id: str = "pdt_fake_pro",
              ) -> dict[str, list[dict[str, Any]]]:
     """Succeeded and failed payments spread over the last `spread`, refunds and lost disputes of
     the first succeeded ones, and active subscriptions. Returns what it added, by collection."""
@@ -127,7 +128,8 @@ def populate(fake: FakeDodo, *, payments: int, failed: int = 0, refunds: int = 0
     step = spread / max(total, 1)
     for i in range(total):
         status = "succeeded" if i < payments else "failed"
-        obj = fake.add("payments", payment(i, created_at=now - step * (i + 1), status=status))
+        obj = fake.add("payments", payment(i, created_at=now - step * (i + 1), status=status,
+                                             product_id=product_id))
         made["payments" if status == "succeeded" else "failed"].append(obj)
     for i, pay in enumerate(made["payments"][:refunds]):
         made["refunds"].append(fake.add("refunds", refund(pay, i, created_at=now - step * i / 2)))
@@ -135,5 +137,6 @@ def populate(fake: FakeDodo, *, payments: int, failed: int = 0, refunds: int = 0
     for i, pay in enumerate(made["payments"][refunds:refunds + disputes]):
         made["disputes"].append(fake.add("disputes", dispute(pay, i, created_at=now - step * i / 2)))
     for i in range(subscriptions):
-        made["subscriptions"].append(fake.add("subscriptions", subscription(i, created_at=now - step * (i + 1))))
+        made["subscriptions"].append(fake.add("subscriptions", subscription(i, created_at=now - step * (i + 1),
+                                                                             product_id=subscription_product_id)))
     return made

@@ -1,16 +1,22 @@
-"""Fixtures for reconciliation tests: the fake Dodo API over real HTTP, and running the CLI."""
+"""Fixtures for reconciliation tests: the fake Dodo API over real HTTP, running the CLI, and the
+built-in entitlement handlers with a catalog (`registry`, `catalog_path` from tests/entitlements)
+so that tests check grants, what a merchant's customers actually get."""
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+from tests.entitlements.conftest import catalog_path, registry  # noqa: F401 - fixtures used here
 from tests.fakedodo import FakeDodo, serve
 from tests.support import Stack
+from worker.entitlements.models import GrantRow
 
 
 @dataclass
@@ -30,6 +36,10 @@ class Dodo:
         assert self.fake.api_key not in out + err
         return json.loads(out) if code == 0 else {"error": err}
 
+    def fetches(self, collection: str = "payments") -> int:
+        """Full-object reads (`GET /payments/{id}`) answered so far."""
+        return sum(1 for c in self.fake.calls if c.path.startswith(f"/{collection}/") and c.status == 200)
+
 
 @pytest.fixture
 async def dodo() -> AsyncIterator[Dodo]:
@@ -38,3 +48,19 @@ async def dodo() -> AsyncIterator[Dodo]:
         yield Dodo(fake, url)
         if fake.gate is not None:
             fake.gate.set()  # let held requests end so the server can stop
+
+
+def as_delivered(payment: dict[str, Any]) -> dict[str, Any]:
+    """A payment as its payment.succeeded webhook carried it: before any refund or dispute."""
+    data = copy.deepcopy(payment)
+    data.update(refunds=[], disputes=[])
+    return data
+
+
+async def grants_by_payment(stack: Stack) -> dict[str, list[str]]:
+    """payment_id -> the statuses of its grants (one per catalog item)."""
+    found: dict[str, list[str]] = {}
+    async with stack.db.sessions() as session:
+        for row in await session.scalars(select(GrantRow).order_by(GrantRow.id)):
+            found.setdefault(row.payment_id or row.subscription_id or "", []).append(row.status)
+    return found

@@ -7,12 +7,14 @@ import asyncio
 import json
 from collections import Counter
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
 
+from tests.entitlements.conftest import FILE_ONLY, entitlements
 from tests.fakedodo.data import populate
-from tests.reconcile.conftest import Dodo
+from tests.reconcile.conftest import Dodo, as_delivered, grants_by_payment
 from tests.support import Stack, wait_until
 from worker import Context, Event
 from worker.reconcile.models import ReconcileRunRow, ReconcileStateRow
@@ -45,11 +47,9 @@ class Ledger:
 
 async def deliver(stack: Stack, event_type: str, objects: list[dict[str, Any]]) -> list[str]:
     """Send each object as a signed webhook through the real receiver and wait until processed."""
-    ids = []
-    for obj in objects:
-        event_id, response = await stack.send(event_type, obj)
-        assert response.status_code == 200
-        ids.append(event_id)
+    sent = await asyncio.gather(*(stack.send(event_type, obj) for obj in objects))
+    assert {response.status_code for _, response in sent} <= {200}
+    ids = [event_id for event_id, _ in sent]
     for event_id in ids:
         await stack.wait_status(event_id, "processed")
     return ids
@@ -70,15 +70,16 @@ async def count_rows(stack: Stack, model: Any) -> int:
 
 
 async def test_missed_payments_refunds_and_disputes_are_repaired_exactly_once(
-        stack_factory: Any, registry: Registry, dodo: Dodo) -> None:
+        stack_factory: Any, registry: Registry, catalog_path: Path, dodo: Dodo) -> None:
     ledger = Ledger(registry)
-    made = populate(dodo.fake, payments=250, failed=20, refunds=20, disputes=5)
+    made = populate(dodo.fake, payments=250, failed=20, refunds=20, disputes=5, product_id=FILE_ONLY)
     paid = [p["payment_id"] for p in made["payments"]]
-    stack = await stack_factory()
+    stack = await stack_factory(ENTITLEMENTS_FILE=str(catalog_path))
     # Webhooks brought 100 of the paid orders and 5 of the refunds; the rest were lost.
-    await deliver(stack, "payment.succeeded", made["payments"][:200:2])
+    delivered = made["payments"][:200:2]
+    await deliver(stack, "payment.succeeded", [as_delivered(p) for p in delivered])
     await deliver(stack, "refund.succeeded", made["refunds"][:5])
-    missing = set(paid) - {p["payment_id"] for p in made["payments"][:200:2]}
+    missing = set(paid) - {p["payment_id"] for p in delivered}
 
     result = await dodo.reconcile(stack)
     assert result["scanned"] == 250 + 20 + 5
@@ -89,17 +90,26 @@ async def test_missed_payments_refunds_and_disputes_are_repaired_exactly_once(
                         | {("dispute", d["dispute_id"]) for d in made["disputes"]})
     assert len(result["repaired"]) == len(repaired)
     by_id = {r["id"]: r for r in result["repaired"]}
-    some = sorted(missing)[0]
+    some = sorted(missing)[-1]  # a paid order kept: not refunded, not disputed
     assert by_id[some]["event_id"] == f"rec_payment.succeeded_{some}"
     assert by_id[some]["metadata"] == {"order_id": "ord_" + some.removeprefix("pay_")}
     refund = made["refunds"][7]
     assert by_id[refund["refund_id"]]["metadata"] == {"order_id": "ord_" + refund["payment_id"][4:]}
     await settle(stack, result)
 
-    # Every paid order provisioned exactly once; failed payments never; every refund and lost
-    # dispute applied once.
+    # Every paid order has exactly one grant: active, or revoked when Dodo shows a refund or a
+    # lost dispute (whether or not its webhook ever came). Failed payments have none.
+    taken_back = {r["payment_id"] for r in made["refunds"]} | {d["payment_id"] for d in made["disputes"]}
+    assert await grants_by_payment(stack) == {
+        p: ["revoked" if p in taken_back else "active"] for p in paid}
+    never_delivered_refund = made["refunds"][9]["payment_id"]
+    [grant] = await entitlements(stack, payment_id=never_delivered_refund)
+    assert (grant["status"], grant["kind"], grant["metadata"]) == (
+        "revoked", "file", {"order_id": "ord_" + never_delivered_refund[4:]})
+    [grant] = await entitlements(stack, payment_id=some)
+    assert (grant["status"], grant["product_id"]) == ("active", FILE_ONLY)
+    # The merchant's own handlers ran once per order, refund and lost dispute, with full objects.
     assert ledger.granted == Counter({p: 1 for p in paid})
-    assert not {p["payment_id"] for p in made["failed"]} & set(ledger.granted)
     assert ledger.revoked == Counter({r["payment_id"]: 1 for r in made["refunds"]})
     assert ledger.lost == Counter({d["payment_id"]: 1 for d in made["disputes"]})
     code, out, _ = await stack.cli("events", "show", by_id[some]["event_id"], "--json")
@@ -108,8 +118,8 @@ async def test_missed_payments_refunds_and_disputes_are_repaired_exactly_once(
 
     # Cost: 3 pages of payments, and a full fetch only of what was missing.
     assert dodo.fake.count("/payments") == 3
-    fetched = sum(1 for c in dodo.fake.calls if c.path.startswith("/payments/"))
-    assert fetched == len(missing)
+    assert dodo.fetches("payments") == len(missing)
+    assert dodo.fetches("refunds") == 15
 
     # The next scan without --since starts where this one ended, less the overlap: it reads
     # only the recent objects, finds nothing missing, fetches nothing, and handlers see nothing.
@@ -124,8 +134,9 @@ async def test_missed_payments_refunds_and_disputes_are_repaired_exactly_once(
     # A full rescan of the whole history repairs nothing either.
     full = await dodo.reconcile(stack, "--since", "7h")
     assert (full["scanned"], full["repaired"]) == (275, [])
-    assert sum(1 for c in dodo.fake.calls if c.path.startswith("/payments/")) == fetched
+    assert dodo.fetches("payments") == len(missing)
     assert ledger.granted == Counter({p: 1 for p in paid})
+    assert len(await grants_by_payment(stack)) == 250
     assert await count_rows(stack, ReconcileRunRow) == 3
     assert await count_rows(stack, ReconcileStateRow) == 1
 
@@ -181,45 +192,52 @@ async def test_a_rate_limit_is_waited_out(stack_factory: Any, registry: Registry
     assert ledger.granted == Counter({p["payment_id"]: 1 for p in made["payments"]})
 
 
-async def test_metadata_repairs_just_that_order(stack_factory: Any, registry: Registry, dodo: Dodo) -> None:
+async def test_metadata_repairs_just_that_order(
+        stack_factory: Any, registry: Registry, catalog_path: Path, dodo: Dodo) -> None:
     ledger = Ledger(registry)
-    made = populate(dodo.fake, payments=250, refunds=10)
+    made = populate(dodo.fake, payments=250, refunds=10, product_id=FILE_ONLY)
     order = made["payments"][7]
-    stack = await stack_factory()
+    stack = await stack_factory(ENTITLEMENTS_FILE=str(catalog_path))
 
     result = await dodo.reconcile(stack, "--metadata", "order_id=ord_000007")
     assert result["scanned"] == 260
+    assert result["metadata_filter"] == {"order_id": "ord_000007"}
     assert [(r["kind"], r["id"], r["metadata"]) for r in result["repaired"]] == [
         ("payment", order["payment_id"], {"order_id": "ord_000007"}),
         ("refund", made["refunds"][7]["refund_id"], {"order_id": "ord_000007"}),
     ]
     await settle(stack, result)
+    # Support finds the order by the merchant's own id: one grant, revoked by its refund.
+    [grant] = await entitlements(stack, **{"metadata.order_id": "ord_000007"})
+    assert (grant["payment_id"], grant["status"]) == (order["payment_id"], "revoked")
+    assert await grants_by_payment(stack) == {order["payment_id"]: ["revoked"]}
     assert ledger.granted == Counter({order["payment_id"]: 1})
-    assert ledger.revoked == Counter({order["payment_id"]: 1})
     assert await count_rows(stack, EventRow) == 2
+    assert dodo.fetches("payments") == 1
     # A narrowed scan leaves the schedule's mark alone: the next full scan covers everything.
     assert await count_rows(stack, ReconcileStateRow) == 0
     missing = await dodo.reconcile(stack, "--metadata", "order_id=no-such-order")
     assert missing["repaired"] == []
 
 
-async def test_dry_run_changes_nothing(stack_factory: Any, registry: Registry, dodo: Dodo) -> None:
-    ledger = Ledger(registry)
-    made = populate(dodo.fake, payments=120, refunds=3)
-    stack = await stack_factory()
+async def test_dry_run_changes_nothing(
+        stack_factory: Any, registry: Registry, catalog_path: Path, dodo: Dodo) -> None:
+    populate(dodo.fake, payments=120, refunds=3, product_id=FILE_ONLY)
+    stack = await stack_factory(ENTITLEMENTS_FILE=str(catalog_path))
     dry = await dodo.reconcile(stack, "--dry-run")
     assert dry["dry_run"] is True
     assert len(dry["repaired"]) == 123
     code, out, _ = await stack.cli("events", "list", "--json")
     assert (code, json.loads(out)) == (0, [])
+    assert await grants_by_payment(stack) == {}
     assert await count_rows(stack, ReconcileRunRow) == 0
     assert await count_rows(stack, ReconcileStateRow) == 0
-    assert not any(c.path.startswith("/payments/") for c in dodo.fake.calls)
+    assert dodo.fetches("payments") == dodo.fetches("refunds") == 0
 
     real = await dodo.reconcile(stack)
     assert real["repaired"] == dry["repaired"]  # the dry run named the very events a real run creates
     await settle(stack, real)
-    assert ledger.granted == Counter({p["payment_id"]: 1 for p in made["payments"]})
+    assert len(await grants_by_payment(stack)) == 120
 
 
 async def test_scan_visits_every_page_even_when_deep_paging_is_capped(
