@@ -133,7 +133,60 @@ async def test_python_hooks_get_one_outbox_row_per_change(ent_stack: Stack) -> N
         rows = list(await session.scalars(select(DeliveryRow)))
     assert len(rows) == 2  # the key and the file, once each
     assert {r.target for r in rows} == {f"python:{provision.__module__}.{provision.__qualname__}"}
-    assert all(r.status == "pending" and r.event_type == "entitlement.granted" for r in rows)
+    assert all(r.event_type == "entitlement.granted" for r in rows)  # then delivered by the hook job
     payloads = [json.loads(r.payload) for r in rows]
     assert {p["data"]["kind"] for p in payloads} == {"license_key", "file"}
     assert all(p["type"] == "entitlement.granted" and p["timestamp"] for p in payloads)
+
+
+async def test_dodo_issued_key_is_recorded_and_follows_its_payment(ent_stack: Stack) -> None:
+    from tests.entitlements.conftest import EMAIL, license_key, refund
+
+    await send_and_wait(ent_stack, "payment.succeeded", payment("pay_dodo", [(KEY_ONLY, 1)]))
+    event_id = await send_and_wait(ent_stack, "license_key.created",
+                                   license_key("lic_1", key="db44b22c-fe9b-4a68-bf0d-b0e0d6c6c8c0",
+                                               product_id=PRODUCT, payment_id="pay_dodo"))
+    await send_and_wait(ent_stack, "license_key.created", license_key("lic_1", payment_id="pay_dodo"))
+    grants = await entitlements(ent_stack, customer_id=CUSTOMER)
+    dodo = [g for g in grants if g["source"] == "dodo"]
+    assert len(dodo) == 1
+    assert dodo[0]["license_key"] == {"key": "db44b22c-fe9b-4a68-bf0d-b0e0d6c6c8c0", "activations_limit": 3,
+                                      "activations": 0, "expires_at": None}
+    assert (dodo[0]["status"], dodo[0]["payment_id"], dodo[0]["product_id"]) == ("active", "pay_dodo", PRODUCT)
+    assert dodo[0]["email"] == EMAIL  # borrowed from the payment's own grant
+    async with ent_stack.db.sessions() as session:
+        row = await session.scalar(select(GrantRow).where(
+            GrantRow.license_key_hash == keys.key_hash("DB44B22CFE9B4A68BF0DB0E0D6C6C8C0")))
+    assert row is not None and row.dodo_license_key_id == "lic_1"
+    assert event_id
+
+    await send_and_wait(ent_stack, "refund.succeeded", refund("pay_dodo", "ref_dodo"))
+    assert {g["status"] for g in await entitlements(ent_stack, payment_id="pay_dodo")} == {"revoked"}
+
+
+async def test_hook_urls_get_outbox_rows_only_with_a_signing_key(stack_factory: Any, tmp_path: Any) -> None:
+    from tests.entitlements.conftest import write_catalog
+    from worker.signing import generate_secret
+
+    url = "https://app.example.com/provision"
+    path = write_catalog(tmp_path, hooks=[url])
+    signed = await stack_factory(ENTITLEMENTS_FILE=str(path), HOOKS_SIGNING_KEY=generate_secret())
+    await send_and_wait(signed, "payment.succeeded", payment("pay_url", [(PRODUCT, 1)]))
+    async with signed.db.sessions() as session:
+        rows = list(await session.scalars(select(DeliveryRow)))
+        grant_kinds = {g.id: g.kind for g in await session.scalars(select(GrantRow))}
+    # the key, the file and the hook grant, each told to the product's hook URL once
+    assert sorted(grant_kinds[r.grant_id] for r in rows) == ["file", "hook", "license_key"]
+    assert {(r.target, r.event_type) for r in rows} == {(url, "entitlement.granted")}
+    hook_grant = next(json.loads(r.payload)["data"] for r in rows if grant_kinds[r.grant_id] == "hook")
+    assert hook_grant["hook"] == {"url": url}
+
+
+async def test_without_signing_key_hook_urls_are_not_queued(stack_factory: Any, tmp_path: Any) -> None:
+    from tests.entitlements.conftest import write_catalog
+
+    path = write_catalog(tmp_path, hooks=["https://app.example.com/provision"])
+    stack = await stack_factory(ENTITLEMENTS_FILE=str(path), HOOKS_SIGNING_KEY=None)
+    await send_and_wait(stack, "payment.succeeded", payment("pay_nourl", [(PRODUCT, 1)]))
+    assert len(await entitlements(stack, payment_id="pay_nourl")) == 3
+    assert await _count(stack, DeliveryRow) == 0
