@@ -68,11 +68,11 @@ def reconcile_command(
 
 async def _reconcile(settings: Settings, since: datetime | None, until: datetime | None, dry_run: bool,
                      metadata: dict[str, str], show_progress: bool) -> dict[str, Any]:
+    from sqlalchemy.exc import SQLAlchemyError
+
     from integrations.dodo import DodoAPIError, DodoReader, create_client
     from worker import queue
     from worker.reconcile.service import EmptyWindow, Request, ScanBusy, reconcile
-    from sqlalchemy.exc import SQLAlchemyError
-
     from worker.store import Database
 
     client = create_client(settings)
