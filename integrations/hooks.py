@@ -35,6 +35,7 @@ import httpx
 from worker.signing import signed_headers
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
+AddressCheck = Callable[[str], str | None]  # why an address is refused, or None
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 USER_AGENT = "dodo-worker-hooks/1"
@@ -113,9 +114,10 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
     """httpcore network backend that resolves, checks and connects to the checked address."""
 
     def __init__(self, allow_private: bool, resolver: Resolver = system_resolve,
-                 inner: httpcore.AsyncNetworkBackend | None = None) -> None:
+                 inner: httpcore.AsyncNetworkBackend | None = None, check: AddressCheck | None = None) -> None:
         self.allow_private = allow_private
         self.resolver = resolver
+        self.check: AddressCheck = check or refusal_reason
         self.inner = inner or httpcore.AnyIOBackend()
 
     async def addresses(self, host: str, port: int, resolve_seconds: float | None) -> list[str]:
@@ -131,7 +133,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
             raise httpcore.ConnectError("the host has no address")
         if not self.allow_private:
             for address in addresses:
-                reason = refusal_reason(address)
+                reason = self.check(address)
                 if reason is not None:
                     raise DestinationRefused(f"the host resolves to {address}, a {reason} address")
         return addresses
@@ -161,11 +163,11 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
     """httpx transport whose connections go through GuardedBackend (and never through a proxy)."""
 
     def __init__(self, allow_private: bool, resolver: Resolver = system_resolve,
-                 verify: ssl.SSLContext | bool = True) -> None:
+                 verify: ssl.SSLContext | bool = True, check: AddressCheck | None = None) -> None:
         super().__init__(verify=verify, trust_env=False)
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=httpx.create_ssl_context(verify=verify, trust_env=False),
-            network_backend=GuardedBackend(allow_private, resolver),
+            network_backend=GuardedBackend(allow_private, resolver, check=check),
             max_connections=20, max_keepalive_connections=5,
         )
 
@@ -181,8 +183,9 @@ def redact(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
-def hook_client(timeout: float, allow_private: bool, resolver: Resolver = system_resolve) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=GuardedTransport(allow_private, resolver), timeout=timeout,
+def hook_client(timeout: float, allow_private: bool, resolver: Resolver = system_resolve,
+                check: AddressCheck | None = None) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=GuardedTransport(allow_private, resolver, check=check), timeout=timeout,
                              follow_redirects=False, trust_env=False)
 
 

@@ -1,0 +1,140 @@
+"""`/v1/licenses/*` as a customer's desktop app uses them, against keys granted by real payments."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy import select, update
+
+from tests.entitlements.conftest import CUSTOMER, EMAIL, PRODUCT, entitlements, payment, refund, send_and_wait
+from tests.support import Stack
+from worker.entitlements.models import AuditRow, GrantRow
+from worker.store.models import utcnow
+
+
+async def call(stack: Stack, action: str, **body: Any) -> httpx.Response:
+    return await stack.http.post(f"{stack.base_url}/v1/licenses/{action}", json=body)
+
+
+async def bought_key(stack: Stack, payment_id: str = "pay_lic") -> tuple[str, dict[str, Any]]:
+    """Pay for the product (licence key, 2 activations) and read the key from the read API."""
+    await send_and_wait(stack, "payment.succeeded", payment(payment_id, [(PRODUCT, 1)]))
+    grant = next(g for g in await entitlements(stack, payment_id=payment_id) if g["kind"] == "license_key")
+    return grant["license_key"]["key"], grant
+
+
+async def test_activation_limit_and_deactivation(ent_stack: Stack) -> None:
+    key, grant = await bought_key(ent_stack)
+
+    response = await call(ent_stack, "validate", license_key=key)
+    assert response.status_code == 200
+    assert response.json() == {"valid": True, "status": "active", "product_id": PRODUCT, "expires_at": None,
+                               "activations_limit": 2, "activations": 0}
+
+    laptop = await call(ent_stack, "activate", license_key=key, name="Laptop")
+    assert laptop.status_code == 201, laptop.text
+    instance = laptop.json()
+    assert instance["id"].startswith("lki_")
+    assert instance["name"] == "Laptop"
+    assert instance["license_key_id"] == grant["id"]
+    assert instance["created_at"]
+    assert instance["customer"] == {"customer_id": CUSTOMER, "name": "Test Buyer", "email": EMAIL}
+    assert instance["product"] == {"product_id": PRODUCT, "name": "Acme Pro"}
+    assert "business_id" in instance
+
+    # The key as a person might type it: lower case, no dashes.
+    desktop = await call(ent_stack, "activate", license_key=key.lower().replace("-", ""), name="Desktop")
+    assert desktop.status_code == 201, desktop.text
+
+    third = await call(ent_stack, "activate", license_key=key, name="Third machine")
+    assert third.status_code == 422
+    assert third.json() == {"error": "activation limit reached (2)"}
+    listed = next(g for g in await entitlements(ent_stack, payment_id="pay_lic") if g["kind"] == "license_key")
+    assert listed["license_key"]["activations"] == 2
+
+    checked = await call(ent_stack, "validate", license_key=key, license_key_instance_id=instance["id"])
+    assert checked.json()["valid"] is True
+
+    freed = await call(ent_stack, "deactivate", license_key=key, license_key_instance_id=instance["id"])
+    assert freed.status_code == 200
+    assert freed.json()["status"] == "deactivated"
+    again = await call(ent_stack, "deactivate", license_key=key, license_key_instance_id=instance["id"])
+    assert again.status_code == 200  # a retried deactivation is not an error
+    assert (await call(ent_stack, "validate", license_key=key,
+                       license_key_instance_id=instance["id"])).json()["valid"] is False
+    assert (await call(ent_stack, "activate", license_key=key, name="Third machine")).status_code == 201
+
+    async with ent_stack.db.sessions() as session:
+        actions = list(await session.scalars(
+            select(AuditRow.action).where(AuditRow.grant_id == grant["id"]).order_by(AuditRow.id)))
+    assert actions[-4:] == ["activated", "activated", "deactivated", "activated"]
+
+
+async def test_unknown_keys_and_foreign_instances(ent_stack: Stack) -> None:
+    key, _ = await bought_key(ent_stack, "pay_one")
+    other_key, _ = await bought_key(ent_stack, "pay_two")
+    other = (await call(ent_stack, "activate", license_key=other_key, name="Other")).json()
+
+    unknown = "ACME-AAAA-BBBB-CCCC-DDDD-EEEE-FFFF-GGGG"
+    assert (await call(ent_stack, "validate", license_key=unknown)).json() == {"valid": False}
+    for action, body in (("activate", {"name": "x"}), ("deactivate", {"license_key_instance_id": other["id"]})):
+        response = await call(ent_stack, action, license_key=unknown, **body)
+        assert (response.status_code, response.json()) == (404, {"error": "license key not found"})
+
+    foreign = await call(ent_stack, "deactivate", license_key=key, license_key_instance_id=other["id"])
+    assert foreign.status_code == 403
+    assert (await call(ent_stack, "validate", license_key=key,
+                       license_key_instance_id=other["id"])).json()["valid"] is False
+    assert (await call(ent_stack, "validate", license_key=other_key,
+                       license_key_instance_id=other["id"])).json()["valid"] is True
+
+
+async def test_revoked_key_is_invalid_and_refuses_activation(ent_stack: Stack) -> None:
+    key, _ = await bought_key(ent_stack)
+    instance = (await call(ent_stack, "activate", license_key=key, name="Laptop")).json()
+
+    await send_and_wait(ent_stack, "refund.succeeded", refund("pay_lic", "ref_lic"))
+
+    validated = (await call(ent_stack, "validate", license_key=key)).json()
+    assert (validated["valid"], validated["status"]) == (False, "revoked")
+    assert (await call(ent_stack, "validate", license_key=key,
+                       license_key_instance_id=instance["id"])).json()["valid"] is False
+    refused = await call(ent_stack, "activate", license_key=key, name="Desktop")
+    assert (refused.status_code, refused.json()) == (403, {"error": "license key is revoked"})
+    # A machine can still be let go (it frees nothing useful, but the app's uninstall works).
+    assert (await call(ent_stack, "deactivate", license_key=key,
+                       license_key_instance_id=instance["id"])).status_code == 200
+
+
+async def test_expired_key_is_invalid(ent_stack: Stack) -> None:
+    key, grant = await bought_key(ent_stack)
+    async with ent_stack.db.sessions() as session, session.begin():
+        await session.execute(update(GrantRow).where(GrantRow.id == grant["id"])
+                              .values(expires_at=utcnow() - timedelta(minutes=1)))
+    assert (await call(ent_stack, "validate", license_key=key)).json()["valid"] is False
+    refused = await call(ent_stack, "activate", license_key=key, name="Laptop")
+    assert (refused.status_code, refused.json()) == (403, {"error": "license key has expired"})
+
+
+async def test_concurrent_activations_never_exceed_the_limit(ent_stack: Stack) -> None:
+    key, _ = await bought_key(ent_stack)
+    answers = await asyncio.gather(*(call(ent_stack, "activate", license_key=key, name=f"machine {i}")
+                                     for i in range(8)))
+    assert sorted(r.status_code for r in answers) == [201, 201] + [422] * 6
+    listed = next(g for g in await entitlements(ent_stack, payment_id="pay_lic") if g["kind"] == "license_key")
+    assert listed["license_key"]["activations"] == 2
+
+
+async def test_malformed_requests_are_422(ent_stack: Stack) -> None:
+    url = f"{ent_stack.base_url}/v1/licenses"
+    not_json = await ent_stack.http.post(f"{url}/validate", content=b"license_key=x")
+    assert (not_json.status_code, not_json.json()) == (422, {"error": "the body is not JSON"})
+    no_name = await ent_stack.http.post(f"{url}/activate", json={"license_key": "ACME-AAAA"})
+    assert (no_name.status_code, no_name.json()) == (422, {"error": "name must be a non-empty string"})
+    listed = await ent_stack.http.post(f"{url}/deactivate", json=["ACME-AAAA"])
+    assert listed.status_code == 422
+    huge = await ent_stack.http.post(f"{url}/validate", json={"license_key": "A" * 20_000})
+    assert huge.status_code == 413
