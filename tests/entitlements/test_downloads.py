@@ -11,8 +11,16 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
-from tests.entitlements.conftest import FILE_ONLY, GUIDE_BYTES, PRODUCT, entitlements, payment, refund, \
-    send_and_wait, write_catalog
+from tests.entitlements.conftest import (
+    FILE_ONLY,
+    GUIDE_BYTES,
+    PRODUCT,
+    entitlements,
+    payment,
+    refund,
+    send_and_wait,
+    write_catalog,
+)
 from tests.support import Stack
 from worker.entitlements import tokens
 from worker.entitlements.models import GrantRow
