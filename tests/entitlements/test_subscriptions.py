@@ -125,3 +125,15 @@ async def test_plan_change_moves_the_key_to_the_new_product(stack_factory: Any, 
     assert (moved["product_id"], moved["status"], moved["license_key"]["key"]) == ("pdt_team", "active", key)
     assert moved["license_key"]["activations_limit"] == 6
     assert [(g["product_id"], g["status"]) for g in after if g["kind"] == "file"] == [(PRODUCT, "revoked")]
+
+
+async def test_refund_of_a_renewal_before_the_renewal_event_revokes(ent_stack: Stack) -> None:
+    from tests.entitlements.conftest import refund
+
+    sub = "sub_refunded"
+    await send_and_wait(ent_stack, "subscription.active", subscription(sub), timestamp="2026-09-01T00:00:00Z")
+    await send_and_wait(ent_stack, "refund.succeeded", refund("pay_renewal", "ref_renewal"))
+    await send_and_wait(ent_stack, "subscription.renewed", subscription(sub, payment_id="pay_renewal"),
+                        timestamp="2026-10-01T00:00:00Z")
+    [key] = await entitlements(ent_stack, subscription_id=sub)
+    assert (key["status"], key["status_reason"], key["payment_id"]) == ("revoked", "refund", "pay_renewal")

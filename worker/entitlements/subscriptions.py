@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
+from worker.entitlements import revocations
 from worker.entitlements.models import GrantKind, GrantRow, GrantSource, GrantStatus
 from worker.entitlements.provision import grant_product, owner_of
 from worker.entitlements.service import Grants, Initial
@@ -90,6 +91,9 @@ async def on_subscription(grants: Grants, sub: Subscription, event_type: str, ti
         changes += await _apply_status(grants, grant, target, raw_status, why)
         if grant.kind == GrantKind.LICENSE_KEY and spec is not None and spec.license_key is not None:
             changes += await grants.set_limit(grant, limit, text=why)
+    if sub.payment_id:  # a refund or lost dispute of this renewal may have come first
+        await lock(grants.session, f"payment:{sub.payment_id}")
+        changes += await revocations.apply(grants, sub.payment_id)
     return changes
 
 
