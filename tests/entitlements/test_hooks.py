@@ -157,7 +157,7 @@ async def _count(items: list[Any], n: int) -> bool:
     return len(items) >= n
 
 
-async def test_a_hook_that_never_succeeds_ends_failed(stack_factory: Any,
+async def test_a_hook_that_never_succeeds_ends_failed_and_can_be_retried(stack_factory: Any,
                                                                           tmp_path: Path) -> None:
     endpoint = HookEndpoint(fail_first=1_000)
     async with serve(endpoint) as base:
@@ -172,3 +172,23 @@ async def test_a_hook_that_never_succeeds_ends_failed(stack_factory: Any,
         rows = await wait_until(all_failed, what="deliveries to give up")
         assert all(r.last_error == "HTTP 500" and r.next_attempt_at is None for r in rows)
         assert len(endpoint.calls) == sum(r.attempts for r in rows)
+
+        code, out, _ = await stack.cli("hooks", "list", "--status", "failed", "--json")
+        assert code == 0
+        listed = json.loads(out)
+        assert sorted(d["id"] for d in listed) == sorted(r.id for r in rows)
+        assert {d["target"] for d in listed} == {f"{base}/provision"}
+
+        endpoint.fail_first = 0  # the merchant fixed their endpoint
+        code, out, _ = await stack.cli("hooks", "retry", "--failed", "--json")
+        assert code == 0
+        assert sorted(json.loads(out)["retried"]) == sorted(r.id for r in rows)
+
+        async def all_delivered() -> bool:
+            rows = await deliveries(stack)
+            return all(r.status == "delivered" for r in rows)
+
+        await wait_until(all_delivered, what="the retried deliveries")
+        assert len(endpoint.delivered()) == 3
+        code, _, err = await stack.cli("hooks", "retry", "dlv_nope")
+        assert code == 1 and "no failed or refused delivery dlv_nope" in err

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from worker.cli import db, events, grants, reconcile
+from worker.cli import db, events, grants, hooks, reconcile
 from worker.cli.send import send_command
 from worker.cli.serve import dev_command, web_command, worker_command
 
@@ -23,6 +23,7 @@ app.command("reconcile")(reconcile.reconcile_command)
 app.add_typer(db.app, name="db")
 app.add_typer(events.app, name="events")
 app.add_typer(grants.app, name="grants")
+app.add_typer(hooks.app, name="hooks")
 
 
 def main() -> None:
