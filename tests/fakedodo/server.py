@@ -6,7 +6,7 @@ refunds, disputes and subscriptions, with Dodo's paging (`page_size` ≤ 100, `p
 tests/fakedodo/test_spec.py checks that table, and every answer's shape, against Dodo's published
 OpenAPI spec so the fake cannot drift from the real API.
 
-Run it alone (the benchmark does): python -m tests.fakedodo.server --port 8123 --payments 10000
+Run it alone (the benchmark does): python -m tests.fakedodo --port 8123 --payments 10000
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -85,6 +86,7 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+@lru_cache(maxsize=65536)  # every list request compares each object's created_at
 def parse_time(value: str) -> datetime:
     moment = datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
@@ -227,10 +229,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--payments", type=int, default=1000)
+    parser.add_argument("--refunds", type=int, default=0)
+    parser.add_argument("--spread-hours", type=float, default=6.0, help="payments spread over this many hours")
     parser.add_argument("--api-key", default="sk_test_fake_0123456789")
     args = parser.parse_args()
     fake = FakeDodo(api_key=args.api_key)
-    populate(fake, payments=args.payments)
+    populate(fake, payments=args.payments, refunds=args.refunds, spread=timedelta(hours=args.spread_hours))
     uvicorn.run(fake, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
 
 
