@@ -4,19 +4,23 @@ at a private address; Python hooks (`@on_entitlement`) hear the same changes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from standardwebhooks import Webhook
 
 from tests.entitlements.conftest import PRODUCT, entitlements, payment, refund, send_and_wait, write_catalog
 from tests.entitlements.receiver import HookEndpoint, serve
 from tests.support import Stack, wait_until
 from worker.entitlements import hooks as python_hooks
-from worker.entitlements.models import DeliveryRow
+from worker.entitlements.delivery import claim
+from worker.entitlements.models import DeliveryRow, GrantRow
 from worker.signing import generate_secret
+from worker.store.models import utcnow
 
 FAST_RETRIES = {"HOOKS_RETRY_BASE_SECONDS": 0.05, "HOOKS_RETRY_MAX_SECONDS": 0.2}
 
@@ -192,3 +196,30 @@ async def test_a_hook_that_never_succeeds_ends_failed_and_can_be_retried(stack_f
         assert len(endpoint.delivered()) == 3
         code, _, err = await stack.cli("hooks", "retry", "dlv_nope")
         assert code == 1 and "no failed or refused delivery dlv_nope" in err
+
+
+async def test_concurrent_claims_share_nothing_and_keep_order(stack_factory: Any) -> None:
+    """Several workers claiming at once get disjoint deliveries (PostgreSQL: SKIP LOCKED; SQLite:
+    one writer), and a grant's later message is not claimed while an earlier one is pending."""
+    stack: Stack = await stack_factory(web=False, worker=False)
+    now = utcnow()
+    async with stack.db.sessions() as session, session.begin():
+        for g in range(10):
+            session.add(GrantRow(id=f"grt_{g}", source="payment", source_id=f"pay_{g}", product_id=PRODUCT,
+                                 kind="file", status="active"))
+        await session.flush()
+        for g in range(10):
+            for n, event_type in enumerate(("entitlement.granted", "entitlement.revoked")):
+                session.add(DeliveryRow(id=f"dlv_{g}_{n}", grant_id=f"grt_{g}", target="python:x.y",
+                                        event_type=event_type, payload="{}", next_attempt_at=now,
+                                        created_at=now + timedelta(milliseconds=n)))
+
+    first = await asyncio.gather(*(claim(stack.db, stack.settings) for _ in range(4)))
+    ids = [item.id for batch in first for item in batch]
+    assert sorted(ids) == sorted(f"dlv_{g}_0" for g in range(10))  # each once; no `revoked` yet
+    assert await claim(stack.db, stack.settings) == []  # leased while being sent
+
+    async with stack.db.sessions() as session, session.begin():
+        await session.execute(update(DeliveryRow).where(DeliveryRow.id.in_(ids)).values(status="delivered"))
+    second = await asyncio.gather(*(claim(stack.db, stack.settings) for _ in range(4)))
+    assert sorted(item.id for batch in second for item in batch) == sorted(f"dlv_{g}_1" for g in range(10))
