@@ -206,7 +206,8 @@ async def send_hook(client: httpx.AsyncClient, url: str, body: bytes, *, message
     except DestinationRefused as exc:
         return HookResult("refused", str(exc))
     except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
-        return HookResult("failed", f"{type(exc).__name__}: {exc}"[:300])
+        detail = f"{type(exc).__name__}: {exc}".replace(url, redact(url))  # no query secrets in logs
+        return HookResult("failed", detail[:300])
     except TimeoutError:
         return HookResult("failed", f"no answer within {seconds:g}s")
     if 200 <= status < 300:
