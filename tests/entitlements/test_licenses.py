@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import select, update
 
 from tests.entitlements.conftest import CUSTOMER, EMAIL, PRODUCT, entitlements, payment, refund, send_and_wait
@@ -138,3 +139,23 @@ async def test_malformed_requests_are_422(ent_stack: Stack) -> None:
     assert listed.status_code == 422
     huge = await ent_stack.http.post(f"{url}/validate", json={"license_key": "A" * 20_000})
     assert huge.status_code == 413
+
+
+async def test_dodos_own_sdk_works_against_these_endpoints(ent_stack: Stack) -> None:
+    """An app written for Dodo's licence endpoints only changes its base URL."""
+    from dodopayments import AsyncDodoPayments, UnprocessableEntityError
+
+    key, grant = await bought_key(ent_stack)
+    client = AsyncDodoPayments(bearer_token="unused", base_url=f"{ent_stack.base_url}/v1", max_retries=0)
+    try:
+        instance = await client.licenses.activate(license_key=key, name="Laptop")
+        assert (instance.name, instance.license_key_id, instance.product.product_id) == ("Laptop", grant["id"], PRODUCT)
+        assert instance.customer.email == EMAIL
+        assert (await client.licenses.validate(license_key=key, license_key_instance_id=instance.id)).valid
+        await client.licenses.activate(license_key=key, name="Desktop")
+        with pytest.raises(UnprocessableEntityError):
+            await client.licenses.activate(license_key=key, name="Third")
+        await client.licenses.deactivate(license_key=key, license_key_instance_id=instance.id)
+        assert not (await client.licenses.validate(license_key=key, license_key_instance_id=instance.id)).valid
+    finally:
+        await client.close()
