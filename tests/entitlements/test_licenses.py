@@ -12,6 +12,7 @@ from sqlalchemy import select, update
 
 from tests.entitlements.conftest import CUSTOMER, EMAIL, PRODUCT, entitlements, payment, refund, send_and_wait
 from tests.support import Stack
+from worker.entitlements import tokens
 from worker.entitlements.models import AuditRow, GrantRow
 from worker.store.models import utcnow
 
@@ -159,3 +160,15 @@ async def test_dodos_own_sdk_works_against_these_endpoints(ent_stack: Stack) -> 
         assert not (await client.licenses.validate(license_key=key, license_key_instance_id=instance.id)).valid
     finally:
         await client.close()
+
+
+async def test_store_unreachable_is_503(stack_factory: Any) -> None:
+    """The app should retry later (or trust its cached answer), not read a 500."""
+    stack: Stack = await stack_factory(worker=False, DATABASE_URL="postgresql+asyncpg://nobody@127.0.0.1:9/none")
+    for action, body in (("validate", {}), ("activate", {"name": "Laptop"}),
+                         ("deactivate", {"license_key_instance_id": "lki_x"})):
+        response = await call(stack, action, license_key="ACME-AAAA-BBBB", **body)
+        assert (response.status_code, response.json()) == (503, {"error": "store unavailable"})
+    response = await stack.http.get(f"{stack.base_url}/v1/downloads/"
+                                    f"{tokens.make_token(tokens.signing_key(stack.settings) or b'', 'grt_x', 60)}")
+    assert (response.status_code, response.json()) == (503, {"error": "store unavailable"})

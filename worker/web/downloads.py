@@ -29,7 +29,7 @@ from worker.entitlements.catalog import Catalog
 from worker.entitlements.models import GrantKind, GrantRow, GrantStatus
 from worker.runtime import Runtime
 from worker.settings import Settings
-from worker.web.responses import error
+from worker.web.responses import STORE_ERRORS, error
 
 log = logging.getLogger("dodo_worker.downloads")
 
@@ -57,7 +57,7 @@ async def _count(runtime: Runtime, grant_id: str) -> bool:
         return bool(getattr(result, "rowcount", 0) == 1)
 
 
-@get("/v1/downloads/{token:str}")
+@get("/v1/downloads/{token:str}", exception_handlers=STORE_ERRORS)
 async def download(token: str, state: State) -> Response[Any]:
     settings: Settings = state.settings
     runtime: Runtime = state.runtime

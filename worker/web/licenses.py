@@ -22,7 +22,7 @@ from litestar import Request, Response, post
 from litestar.datastructures import State
 
 from worker.entitlements.licenses import LicenseError, Licenses
-from worker.web.responses import error, json_response
+from worker.web.responses import STORE_ERRORS, error, json_response
 
 MAX_BODY_BYTES = 16 * 1024
 MAX_FIELD_CHARS = 255
@@ -57,7 +57,7 @@ def _licenses(state: State) -> Licenses:
     return Licenses(state.runtime.db, state.catalog)
 
 
-@post("/v1/licenses/validate", request_max_body_size=MAX_BODY_BYTES)
+@post("/v1/licenses/validate", request_max_body_size=MAX_BODY_BYTES, exception_handlers=STORE_ERRORS)
 async def validate_license(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     try:
         body = await _body(request)
@@ -67,7 +67,7 @@ async def validate_license(request: Request[Any, Any, Any], state: State) -> Res
     return json_response(await _licenses(state).validate(str(key), instance))
 
 
-@post("/v1/licenses/activate", request_max_body_size=MAX_BODY_BYTES)
+@post("/v1/licenses/activate", request_max_body_size=MAX_BODY_BYTES, exception_handlers=STORE_ERRORS)
 async def activate_license(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     try:
         body = await _body(request)
@@ -80,7 +80,7 @@ async def activate_license(request: Request[Any, Any, Any], state: State) -> Res
         return error(exc.status, exc.message)
 
 
-@post("/v1/licenses/deactivate", request_max_body_size=MAX_BODY_BYTES)
+@post("/v1/licenses/deactivate", request_max_body_size=MAX_BODY_BYTES, exception_handlers=STORE_ERRORS)
 async def deactivate_license(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     try:
         body = await _body(request)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import msgspec
 from litestar import Response
+from litestar.types import ExceptionHandlersMap
+from sqlalchemy.exc import SQLAlchemyError
 
 _encoder = msgspec.json.Encoder()
+log = logging.getLogger("dodo_worker.web")
 
 
 def json_response(payload: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response[bytes]:
@@ -19,3 +23,13 @@ def json_response(payload: Any, status_code: int = 200, headers: dict[str, str] 
 
 def error(status_code: int, message: str, **extra: Any) -> Response[bytes]:
     return json_response({"error": message, **extra}, status_code)
+
+
+def store_unavailable(_request: Any, exc: Exception) -> Response[bytes]:
+    """Route-level exception handler: SQL unreachable is a 503 (retry later), never a 500 with details."""
+    log.warning("store unavailable: %s", type(exc).__name__)
+    return error(503, "store unavailable")
+
+
+# `exception_handlers=STORE_ERRORS` on a route: SQL down answers 503 like /v1/entitlements does.
+STORE_ERRORS: ExceptionHandlersMap = {SQLAlchemyError: store_unavailable, OSError: store_unavailable}
