@@ -164,7 +164,7 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
 
     def __init__(self, allow_private: bool, resolver: Resolver = system_resolve,
                  verify: ssl.SSLContext | bool = True, check: AddressCheck | None = None) -> None:
-        super().__init__(verify=verify, trust_env=False)
+        super().__init__(verify=False, trust_env=False)  # a throwaway pool: replaced at once, below
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=httpx.create_ssl_context(verify=verify, trust_env=False),
             network_backend=GuardedBackend(allow_private, resolver, check=check),

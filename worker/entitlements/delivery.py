@@ -144,24 +144,27 @@ async def deliver_due(runtime: Runtime) -> int:
         return 0
     secret = settings.HOOKS_SIGNING_KEY.get_secret_value() if settings.HOOKS_SIGNING_KEY else ""
     timeout = settings.HOOKS_TIMEOUT_SECONDS
-    async with hook_client(timeout, settings.HOOKS_ALLOW_PRIVATE_NETWORKS) as client:
+    # One client per process (loading the CA bundle takes ~20 ms); Runtime.close closes it.
+    client = runtime.resources.get("hooks_client")
+    if client is None:
+        client = runtime.resources["hooks_client"] = hook_client(timeout, settings.HOOKS_ALLOW_PRIVATE_NETWORKS)
 
-        async def one(item: Claimed) -> None:
-            if item.target.startswith(PYTHON_PREFIX):
-                kind, result = "python", await call_python_hook(item, timeout)
-            else:
-                kind = "url"
-                result = await send_hook(client, item.target, item.payload.encode(), message_id=item.id,
-                                         secret=secret, seconds=timeout)
-            status = await record(runtime.db, settings, item, result)
-            runtime.metrics.inc("dodo_hook_deliveries_total", result=status if status != "pending" else "retry",
-                                kind=kind)
-            where = item.target if kind == "python" else redact(item.target)
-            level = logging.INFO if status == DeliveryStatus.DELIVERED else logging.WARNING
-            log.log(level, "hook %s %s for grant %s to %s: %s, attempt %d, now %s", item.id, item.event_type,
-                    item.grant_id, where, result.detail, item.attempts, status)
+    async def one(item: Claimed) -> None:
+        if item.target.startswith(PYTHON_PREFIX):
+            kind, result = "python", await call_python_hook(item, timeout)
+        else:
+            kind = "url"
+            result = await send_hook(client, item.target, item.payload.encode(), message_id=item.id,
+                                     secret=secret, seconds=timeout)
+        status = await record(runtime.db, settings, item, result)
+        runtime.metrics.inc("dodo_hook_deliveries_total", result=status if status != "pending" else "retry",
+                            kind=kind)
+        where = item.target if kind == "python" else redact(item.target)
+        level = logging.INFO if status == DeliveryStatus.DELIVERED else logging.WARNING
+        log.log(level, "hook %s %s for grant %s to %s: %s, attempt %d, now %s", item.id, item.event_type,
+                item.grant_id, where, result.detail, item.attempts, status)
 
-        await asyncio.gather(*(one(item) for item in items))
+    await asyncio.gather(*(one(item) for item in items))
     return len(items)
 
 
