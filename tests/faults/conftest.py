@@ -17,17 +17,16 @@ MakeStack = Callable[..., Awaitable[FaultStack]]
 
 
 @pytest.fixture
-async def make_stack(database_url: str, redis_url: str, tmp_path: Path) -> AsyncIterator[MakeStack]:
-    """Build a FaultStack on this test's database (grants table created) and the shared Redis,
-    unless DATABASE_URL or REDIS_URL are given; every process it started is stopped afterwards."""
+async def build_stack(redis_url: str, tmp_path: Path) -> AsyncIterator[MakeStack]:
+    """Build FaultStacks on DATABASE_URL (required) and the shared Redis unless REDIS_URL is
+    given; every process they started is stopped afterwards."""
     stacks: list[FaultStack] = []
 
     async def make(**settings: Any) -> FaultStack:
-        db_url = settings.pop("DATABASE_URL", database_url)
+        db_url = settings.pop("DATABASE_URL")
         r_url = settings.pop("REDIS_URL", redis_url)
         stack = FaultStack(tmp_path, db_url, r_url, **settings)
         stacks.append(stack)
-        await stack.create_grants_table()
         return stack
 
     yield make
@@ -35,6 +34,18 @@ async def make_stack(database_url: str, redis_url: str, tmp_path: Path) -> Async
         await stack.close()
         if stack.env["REDIS_URL"] == redis_url:
             await delete_keys(redis_url, [f"{stack.env['QUEUE_NAME']}*"])
+
+
+@pytest.fixture
+async def make_stack(build_stack: MakeStack, database_url: str) -> MakeStack:
+    """Like build_stack, on this test's fresh database (SQLite or PostgreSQL), grants table made."""
+
+    async def make(**settings: Any) -> FaultStack:
+        stack = await build_stack(**{"DATABASE_URL": database_url, **settings})
+        await stack.create_grants_table()
+        return stack
+
+    return make
 
 
 @pytest.fixture

@@ -227,6 +227,11 @@ class FaultStack:
         async with self.db.sessions() as session:
             return int(await session.scalar(select(func.coalesce(func.sum(HandlerRunRow.attempts), 0))) or 0)
 
+    async def retried(self) -> int:
+        """How many events took more than one attempt."""
+        async with self.db.sessions() as session:
+            return int(await session.scalar(select(func.count()).where(EventRow.attempts > 1)) or 0)
+
     async def wait_processed(self, count: int, timeout: float = 90.0) -> Counter[str]:
         async def done() -> Counter[str] | None:
             statuses = await self.statuses()
