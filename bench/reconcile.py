@@ -142,6 +142,7 @@ async def measure(backend: str, api_url: str, args: argparse.Namespace, redis_ur
         assert client is not None
         db = Database(url)
         redis = queue.connect(redis_url) if redis_url else None
+        reports = []
         try:
             scans = [("first (look-back 48 h)", None), ("rescan, nothing missing", timedelta(hours=48)),
                      ("scheduled (mark - 60 min)", None)]
@@ -151,6 +152,7 @@ async def measure(backend: str, api_url: str, args: argparse.Namespace, redis_ur
                 started = time.perf_counter()
                 report = await reconcile(settings, db, reader, redis, request)
                 seconds = time.perf_counter() - started
+                reports.append(report)
                 rows.append({
                     "backend": backend, "scan": name, "payments_in_api": args.payments,
                     "already_in_inbox": present, "scanned": report.scanned, "pages": report.pages,
@@ -162,6 +164,11 @@ async def measure(backend: str, api_url: str, args: argparse.Namespace, redis_ur
             await client.close()
             await db.dispose()
             if redis is not None:
+                # arq's job keys are named by job id (the event id) alone, not by queue.
+                ids = [item.event_id for r in reports for item in r.repaired]
+                keys = [f"{prefix}{i}" for i in ids for prefix in ("arq:job:", "arq:in-progress:", "arq:retry:")]
+                for start in range(0, len(keys), 1000):
+                    await redis.delete(*keys[start:start + 1000])
                 async for key in redis.scan_iter(match=f"{settings.QUEUE_NAME}*", count=1000):
                     await redis.delete(key)
                 await redis.aclose(close_connection_pool=True)

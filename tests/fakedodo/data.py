@@ -136,7 +136,8 @@ def populate(fake: FakeDodo, *, payments: int, failed: int = 0, refunds: int = 0
         pay["refunds"].append({k: v for k, v in made["refunds"][-1].items() if k != "customer"})
     for i, pay in enumerate(made["payments"][refunds:refunds + disputes]):
         made["disputes"].append(fake.add("disputes", dispute(pay, i, created_at=now - step * i / 2)))
+    sub_step = spread / max(subscriptions, 1)
     for i in range(subscriptions):
-        made["subscriptions"].append(fake.add("subscriptions", subscription(i, created_at=now - step * (i + 1),
+        made["subscriptions"].append(fake.add("subscriptions", subscription(i, created_at=now - sub_step * (i + 1),
                                                                              product_id=subscription_product_id)))
     return made

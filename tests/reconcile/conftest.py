@@ -11,12 +11,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 from sqlalchemy import select
 
 from tests.entitlements.conftest import catalog_path, registry  # noqa: F401 - fixtures used here
 from tests.fakedodo import FakeDodo, serve
 from tests.support import Stack
 from worker.entitlements.models import GrantRow
+from worker.store import EventRow, EventSource
 
 
 @dataclass
@@ -39,6 +41,31 @@ class Dodo:
     def fetches(self, collection: str = "payments") -> int:
         """Full-object reads (`GET /payments/{id}`) answered so far."""
         return sum(1 for c in self.fake.calls if c.path.startswith(f"/{collection}/") and c.status == 200)
+
+
+@pytest.fixture
+async def stack_factory(stack_factory: Any, redis_url: str) -> AsyncIterator[Any]:
+    """The root stack_factory, plus clean-up of the arq job keys of synthetic events: arq names
+    them by job id (the event id) alone, and reconciliation's ids are deterministic, so a job
+    left queued by one test would make another test's identical id look queued already."""
+    stacks: list[Stack] = []
+
+    async def make(*args: Any, **kwargs: Any) -> Stack:
+        stack: Stack = await stack_factory(*args, **kwargs)
+        stacks.append(stack)
+        return stack
+
+    yield make
+    client = Redis.from_url(redis_url)
+    try:
+        for stack in stacks:
+            async with stack.db.sessions() as session:
+                ids = list(await session.scalars(select(EventRow.id).where(EventRow.source == EventSource.RECONCILE)))
+            keys = [f"{prefix}{i}" for i in ids for prefix in ("arq:job:", "arq:in-progress:", "arq:retry:")]
+            for start in range(0, len(keys), 1000):
+                await client.delete(*keys[start:start + 1000])
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture

@@ -76,8 +76,8 @@ class ScanReport:
     def as_json(self) -> dict[str, Any]:
         return {
             "scanned": self.scanned,
-            "repaired": [{"kind": r.kind, "id": r.id, "event_id": r.event_id, "metadata": r.metadata}
-                         for r in self.repaired],
+            "repaired": [{"kind": r.kind, "id": r.id, "event_id": r.event_id, "type": r.event_type,
+                          "metadata": r.metadata} for r in self.repaired],
             "dead": self.dead,
             "pending": self.pending,
             "scanned_by_kind": self.scanned_by_kind,

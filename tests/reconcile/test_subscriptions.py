@@ -1,0 +1,63 @@
+"""Subscriptions: reconciliation brings the grants to the status Dodo shows when the webhook that
+announced it was lost, and leaves alone what the inbox already knows."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from tests.entitlements.conftest import KEY_ONLY, entitlements
+from tests.fakedodo.data import populate
+from tests.reconcile.conftest import Dodo, grants_by_payment
+from tests.support import Stack
+
+
+async def deliver(stack: Stack, event_type: str, sub: dict[str, Any]) -> None:
+    event_id, response = await stack.send(event_type, copy.deepcopy(sub))
+    assert response.status_code == 200
+    await stack.wait_status(event_id, "processed")
+
+
+async def test_lost_subscription_events_are_repaired_once(
+        stack_factory: Any, catalog_path: Path, dodo: Dodo) -> None:
+    made = populate(dodo.fake, payments=0, subscriptions=5, subscription_product_id=KEY_ONLY)
+    never, cancelled_later, ended_unseen, unchanged, held_later = made["subscriptions"]
+    stack = await stack_factory(ENTITLEMENTS_FILE=str(catalog_path))
+    for sub in (cancelled_later, unchanged, held_later):
+        await deliver(stack, "subscription.active", sub)
+    # Then, in Dodo, with every webhook about it lost:
+    cancelled_later["status"] = "cancelled"
+    held_later["status"] = "on_hold"
+    ended_unseen["status"] = "cancelled"
+
+    result = await dodo.reconcile(stack)
+    assert result["scanned_by_kind"]["subscription"] == 5
+    kinds = sorted((r["id"], r["type"]) for r in result["repaired"])
+    assert kinds == sorted([(never["subscription_id"], "subscription.active"),
+                            (cancelled_later["subscription_id"], "subscription.cancelled"),
+                            (held_later["subscription_id"], "subscription.on_hold")])
+    assert {r["kind"] for r in result["repaired"]} == {"subscription"}
+    never_item = next(r for r in result["repaired"] if r["id"] == never["subscription_id"])
+    assert never_item["metadata"] == never["metadata"]
+    for item in result["repaired"]:
+        await stack.wait_status(item["event_id"], "processed")
+
+    assert await grants_by_payment(stack) == {
+        never["subscription_id"]: ["active"],
+        cancelled_later["subscription_id"]: ["revoked"],
+        unchanged["subscription_id"]: ["active"],
+        held_later["subscription_id"]: ["suspended"],
+    }
+    [grant] = await entitlements(stack, subscription_id=never["subscription_id"])
+    assert (grant["kind"], grant["status"], grant["product_id"]) == ("license_key", "active", KEY_ONLY)
+
+    # Nothing differs any more: a second scan repairs nothing; a later change gets its own event.
+    again = await dodo.reconcile(stack, "--since", "7h")
+    assert again["repaired"] == []
+    held_later["status"] = "active"
+    back = await dodo.reconcile(stack, "--since", "7h")
+    assert [(r["id"], r["type"]) for r in back["repaired"]] == [
+        (held_later["subscription_id"], "subscription.active")]
+    await stack.wait_status(back["repaired"][0]["event_id"], "processed")
+    assert (await grants_by_payment(stack))[held_later["subscription_id"]] == ["active"]
