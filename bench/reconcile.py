@@ -36,7 +36,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -44,10 +44,41 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.worker import database, postgres_admin_url  # noqa: E402
-
 API_KEY = "sk_test_bench_0123456789"
 SPREAD_HOURS = 40.0
+DEFAULT_PG = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+
+
+def reachable(url: str, default_port: int) -> bool:
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url.replace("+asyncpg", ""))
+    try:
+        socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or default_port), 1).close()
+    except OSError:
+        return False
+    return True
+
+
+def postgres_admin_url() -> str | None:
+    url = os.environ.get("BENCH_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL") or DEFAULT_PG
+    return url if reachable(url, 5432) else None
+
+
+def redis_url() -> str | None:
+    url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379"
+    return url if reachable(url, 6379) else None
+
+
+@contextlib.asynccontextmanager
+async def database(kind: str, tmp: str) -> AsyncIterator[str]:
+    """A fresh migrated database (PostgreSQL: created, then dropped)."""
+    from tests.support import fresh_database
+
+    if kind == "postgresql":
+        os.environ["TEST_DATABASE_URL"] = postgres_admin_url() or DEFAULT_PG
+    async with fresh_database(kind, tmp) as url:
+        yield url
 
 
 def free_port() -> int:
@@ -175,18 +206,6 @@ async def measure(backend: str, api_url: str, args: argparse.Namespace, redis_ur
     return rows
 
 
-def redis_available() -> str | None:
-    url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379"
-    from urllib.parse import urlparse
-
-    parsed = urlparse(url)
-    try:
-        socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 6379), 1).close()
-    except OSError:
-        return None
-    return url
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--payments", type=int, default=10_000)
@@ -195,11 +214,11 @@ async def main() -> None:
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
     backends = args.backend or ["sqlite"] + (["postgresql"] if postgres_admin_url() else [])
-    redis_url = redis_available()
+    redis = redis_url()
     rows: list[dict[str, Any]] = []
     with fake_api(args.payments) as api_url, tempfile.TemporaryDirectory() as tmp:
         for backend in backends:
-            rows += await measure(backend, api_url, args, redis_url, tmp)
+            rows += await measure(backend, api_url, args, redis, tmp)
     if args.json:
         print(json.dumps(rows, indent=2))
         return
@@ -208,7 +227,7 @@ async def main() -> None:
     for r in rows:
         print(f"{r['backend']:<11} {r['scan']:<27} {r['scanned']:>8} {r['pages']:>6} {r['fetched']:>8} "
               f"{r['api_calls']:>10} {r['seconds']:>8} {r['scanned_per_second']:>7}")
-    if not redis_url:
+    if not redis:
         print("(no Redis: repaired events were left for the sweeper, not queued)")
 
 
