@@ -121,7 +121,7 @@ def populate(fake: FakeDodo, *, payments: int, failed: int = 0, refunds: int = 0
              ) -> dict[str, list[dict[str, Any]]]:
     """Succeeded and failed payments spread over the last `spread`, refunds and lost disputes of
     the first succeeded ones, and active subscriptions. Returns what it added, by collection."""
-    now = now or datetime.now(UTC) - timedelta(minutes=1)
+    now = now or datetime.now(UTC) - timedelta(minutes=3)  # older than a scheduled scan's settle time
     made: dict[str, list[dict[str, Any]]] = {"payments": [], "failed": [], "refunds": [], "disputes": [],
                                              "subscriptions": []}
     total = payments + failed

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 from typing import Any
 
 from arq.cron import cron
@@ -28,6 +29,9 @@ from worker.settings import Settings
 log = logging.getLogger("dodo_worker.reconcile")
 
 RESOURCE = "reconciler"
+# Scheduled scans stop this far before now: Dodo sends a webhook within seconds of the event, so
+# an object younger than this most likely has its webhook on the way (the next scan covers it).
+SETTLE = timedelta(minutes=2)
 
 
 class Reconciler:
@@ -52,7 +56,7 @@ class Reconciler:
             log.info("reconciliation disabled: DODO_PAYMENTS_API_KEY is not set")
             return "disabled"
         try:
-            run = await begin(runtime.settings, runtime.db, runtime.redis, Request(trigger=trigger))
+            run = await begin(runtime.settings, runtime.db, runtime.redis, Request(trigger=trigger, settle=SETTLE))
         except ScanBusy:
             log.info("reconciliation skipped: another scan is running")
             return "skipped"
