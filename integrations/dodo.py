@@ -31,6 +31,7 @@ from dodopayments import (
     AsyncDodoPayments,
     AuthenticationError,
     InternalServerError,
+    NotFoundError,
     RateLimitError,
 )
 
@@ -79,6 +80,10 @@ def create_client(settings: Settings, *, max_retries: int = SDK_MAX_RETRIES) -> 
 
 class DodoAPIError(Exception):
     """The API could not be read; the message names the call and status, never the key."""
+
+
+class DodoNotFound(DodoAPIError):
+    """404: no such object."""
 
 
 @dataclass
@@ -144,6 +149,8 @@ class DodoReader:
                                    "DODO_PAYMENTS_API_KEY and DODO_PAYMENTS_ENVIRONMENT") from None
             except InternalServerError as exc:
                 reason = f"HTTP {exc.status_code}"
+            except NotFoundError:
+                raise DodoNotFound(f"GET {path}: HTTP 404") from None
             except APIStatusError as exc:
                 raise DodoAPIError(f"GET {path}: HTTP {exc.status_code}") from None
             except APIConnectionError as exc:

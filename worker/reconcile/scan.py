@@ -18,6 +18,7 @@ plus one insert per page with anything missing: cost grows with the window, not 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -30,7 +31,7 @@ from typing import Any
 from arq.connections import ArqRedis
 from sqlalchemy import select
 
-from integrations.dodo import PAGE_SIZE, DodoReader
+from integrations.dodo import PAGE_SIZE, DodoNotFound, DodoReader
 from worker import queue
 from worker.reconcile.sources import (
     ALL_SOURCES,
@@ -46,6 +47,7 @@ log = logging.getLogger("dodo_worker.reconcile")
 
 Progress = Callable[[str, int, int], None]  # kind, objects scanned so far in it, pages read
 PageHook = Callable[[], Awaitable[None]]
+FETCH_CONCURRENCY = 4  # full-object fetches in flight at once
 
 
 @dataclass
@@ -70,6 +72,7 @@ class ScanReport:
     dead: list[dict[str, str]] = field(default_factory=list)  # events that exist but are dead
     pending: int = 0  # objects whose event exists but is not processed yet (it will be)
     not_enqueued: int = 0  # inserted while Redis was unreachable: the sweeper queues them
+    not_found: list[dict[str, str]] = field(default_factory=list)  # listed, but 404 when fetched
     api_calls: int = 0
     seconds: float = 0.0
 
@@ -86,6 +89,7 @@ class ScanReport:
             "metadata_filter": self.metadata_filter,
             "api_calls": self.api_calls,
             "not_enqueued": self.not_enqueued,
+            "not_found": self.not_found,
             "seconds": round(self.seconds, 3),
         }
 
@@ -225,15 +229,20 @@ class Scanner:
         if not repairs:
             return
 
-        new_events: list[NewEvent] = []
-        pending_report: dict[str, Repaired] = {}
-        for event_type, object_id, discriminator, item in repairs:
-            event_id = synthetic_event_id(event_type, object_id, discriminator)
-            if self.dry_run:
+        if self.dry_run:  # report what a real run would create; fetch and write nothing
+            for event_type, object_id, discriminator, item in repairs:
+                event_id = synthetic_event_id(event_type, object_id, discriminator)
                 report.repaired.append(Repaired(source.kind, object_id, event_id,
                                                 self._report_metadata(source, item), event_type))
+            return
+        fulls = await self._fetch_all([source.detail_path.format(id=object_id) for _, object_id, _, _ in repairs])
+        new_events: list[NewEvent] = []
+        pending_report: dict[str, Repaired] = {}
+        for (event_type, object_id, discriminator, item), full in zip(repairs, fulls, strict=True):
+            if full is None:
+                report.not_found.append({"kind": source.kind, "id": object_id})
                 continue
-            full = await self.reader.retrieve(source.detail_path.format(id=object_id))
+            event_id = synthetic_event_id(event_type, object_id, discriminator)
             data = {**item, **full}
             data.setdefault("payload_type", source.payload_type)
             timestamp = iso(datetime.now(UTC))
@@ -255,6 +264,28 @@ class Scanner:
         if created:
             log.info("repaired %d missing %s event(s)", len(created), source.kind)
             await self._enqueue(created, report)
+
+    async def _fetch_all(self, paths: list[str]) -> list[dict[str, Any] | None]:
+        """The full objects, FETCH_CONCURRENCY requests at a time (in the order asked): against
+        the real API each is a round trip, and a page may hold 100 missing objects."""
+        gate = asyncio.Semaphore(FETCH_CONCURRENCY)
+
+        async def fetch(path: str) -> dict[str, Any] | None:
+            async with gate:
+                try:
+                    return await self.reader.retrieve(path)
+                except DodoNotFound:
+                    # Listed but gone (deleted, or another business's): skip it rather than
+                    # fail every scan of this window.
+                    log.warning("GET %s: 404 although the list has it; skipped", path)
+                    return None
+
+        try:
+            async with asyncio.TaskGroup() as group:  # one failure cancels the other fetches
+                tasks = [group.create_task(fetch(path)) for path in paths]
+        except BaseExceptionGroup as failed:
+            raise failed.exceptions[0] from None
+        return [task.result() for task in tasks]
 
     def _selected(self, source: Source, item: dict[str, Any]) -> bool:
         """With --metadata: payments and subscriptions by their own metadata; refunds and
