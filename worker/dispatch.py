@@ -13,6 +13,7 @@ import json
 import time
 import traceback
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -35,32 +36,31 @@ class Outcome:
     retry_in: float | None = None
 
 
+@dataclass
+class _Claim:
+    row: EventRow
+    handlers: list[Handler]
+    to_run: list[Handler]
+    attempts: dict[str, int]
+    dead: list[str]  # handlers out of attempts already (crashed during their last one)
+    earlier_dead: bool  # a run was dead before this try (it waits for `events replay`)
+    first_attempt: bool
+
+
 async def process_event(runtime: Runtime, event_id: str) -> Outcome:
     log = event_logger(event_id)
-    claimed = await _claim(runtime, event_id)
-    if claimed is None:
+    claim = await _claim(runtime, event_id)
+    if claim is None:
         return Outcome("skipped")
-    row, runs, first_attempt = claimed
-    if first_attempt:
+    row = claim.row
+    if claim.first_attempt:
         lag = (utcnow() - row.received_at).total_seconds()
         runtime.metrics.observe("dodo_queue_lag_seconds", max(0.0, lag))
 
-    handlers = runtime.registry.handlers_for(row.type)
-    if not handlers:
-        await _settle(runtime, event_id, EventStatus.IGNORED)
+    if not claim.handlers:  # settled as `ignored` by the claim itself
         runtime.metrics.inc("dodo_events_ignored_total", type=row.type)
         log.info("%s ignored: no handler for this type", row.type)
         return Outcome("ignored")
-
-    # Succeeded runs are done for good; dead ones wait for `events replay`.
-    owed = [h for h in handlers if runs.get(h.name) is None
-            or runs[h.name].status in (RunStatus.RUNNING, RunStatus.FAILED)]
-    max_attempts = runtime.settings.MAX_ATTEMPTS
-    # A run still marked `running` from an earlier try means that worker died mid-handler.
-    crashed_out = [h for h in owed if runs.get(h.name) is not None and runs[h.name].attempts >= max_attempts]
-    to_run = [h for h in owed if h not in crashed_out]
-    attempts = await _start_runs(runtime, event_id, to_run, runs)
-    await _mark_dead(runtime, event_id, crashed_out, "worker stopped during the last attempt")
 
     try:
         envelope = json.loads(row.body)
@@ -69,19 +69,26 @@ async def process_event(runtime: Runtime, event_id: str) -> Outcome:
     event = Event.from_envelope(event_id, envelope if isinstance(envelope, dict) else {"type": row.type},
                                 source=row.source)
 
+    max_attempts = runtime.settings.MAX_ATTEMPTS
     failed: dict[str, int] = {}
-    for handler in to_run:
-        error = await _run_handler(runtime, event, handler, attempts[handler.name])
+    settled = False
+    for index, handler in enumerate(claim.to_run):
+        # The last handler's transaction also settles the event when everything else went well:
+        # one commit fewer per event, and "processed" lands atomically with the last success.
+        last = index == len(claim.to_run) - 1
+        settle = last and not failed and not claim.dead and not claim.earlier_dead
+        error = await _run_handler(runtime, event, handler, claim.attempts[handler.name], settle=settle)
         if error is not None:
-            failed[handler.name] = attempts[handler.name]
+            failed[handler.name] = claim.attempts[handler.name]
             runtime.metrics.inc("dodo_handler_failures_total", handler=handler.name)
             event_logger(event_id, handler.name).warning(
-                "attempt %d/%d failed: %s", attempts[handler.name], max_attempts, error.splitlines()[-1]
+                "attempt %d/%d failed: %s", claim.attempts[handler.name], max_attempts, error.splitlines()[-1]
             )
+        elif settle:
+            settled = True
 
     retriable = {name: n for name, n in failed.items() if n < max_attempts}
-    dead = sorted(name for name, n in failed.items() if n >= max_attempts)
-    dead += [h.name for h in crashed_out]
+    dead = sorted(name for name, n in failed.items() if n >= max_attempts) + claim.dead
     if retriable:
         delay = backoff_seconds(min(retriable.values()), runtime.settings.RETRY_BASE_SECONDS,
                                 runtime.settings.RETRY_MAX_SECONDS)
@@ -89,19 +96,25 @@ async def process_event(runtime: Runtime, event_id: str) -> Outcome:
                       error=f"{len(retriable)} handler(s) failed: {', '.join(sorted(retriable))}")
         log.info("%s: retrying %s in %.2fs", row.type, ", ".join(sorted(retriable)), delay)
         return Outcome("retry", retry_in=delay)
-    if dead or await _has_dead_runs(runtime, event_id):
+    if dead or claim.earlier_dead:
         await _settle(runtime, event_id, EventStatus.DEAD, error=f"out of attempts: {', '.join(dead)}")
         runtime.metrics.inc("dodo_events_dead_total", type=row.type)
         log.error("%s is dead after %d attempts (%s); fix and run `dodo-worker events replay %s`",
                   row.type, max_attempts, ", ".join(dead), event_id)
         return Outcome("dead")
-    await _settle(runtime, event_id, EventStatus.PROCESSED)
+    if not settled:  # nothing was left to run (every handler had succeeded before)
+        await _settle(runtime, event_id, EventStatus.PROCESSED)
     runtime.metrics.inc("dodo_events_processed_total", type=row.type)
-    log.info("%s processed by %s", row.type, ", ".join(h.name for h in handlers))
+    log.info("%s processed by %s", row.type, ", ".join(h.name for h in claim.handlers))
     return Outcome("processed")
 
 
-async def _claim(runtime: Runtime, event_id: str) -> tuple[EventRow, dict[str, HandlerRunRow], bool] | None:
+async def _claim(runtime: Runtime, event_id: str) -> _Claim | None:
+    """In one transaction: take the event (`processing`, attempts + 1), or settle it as `ignored`
+    when no handler matches; count an attempt on every run still owed (marked `running` before
+    it runs, so a worker killed mid-handler still uses it up); mark dead the runs whose worker
+    died during their last attempt."""
+    now = utcnow()
     async with runtime.db.sessions() as session, session.begin():
         row = await session.get(EventRow, event_id, with_for_update=True)
         if row is None:
@@ -110,22 +123,28 @@ async def _claim(runtime: Runtime, event_id: str) -> tuple[EventRow, dict[str, H
         if row.status in EventStatus.SETTLED:
             return None
         first_attempt = row.attempts == 0
-        row.status = EventStatus.PROCESSING
         row.attempts += 1
-        row.updated_at = utcnow()
+        row.updated_at = now
+        handlers = runtime.registry.handlers_for(row.type)
+        if not handlers:
+            row.status = EventStatus.IGNORED
+            row.processed_at = now
+            row.next_attempt_at = None
+            row.last_error = None
+            return _Claim(row, [], [], {}, [], False, first_attempt)
+        row.status = EventStatus.PROCESSING
         result = await session.scalars(select(HandlerRunRow).where(HandlerRunRow.event_id == event_id))
         runs = {run.handler: run for run in result}
-        session.expunge_all()
-    return row, runs, first_attempt
-
-
-async def _start_runs(
-    runtime: Runtime, event_id: str, handlers: list[Handler], runs: dict[str, HandlerRunRow]
-) -> dict[str, int]:
-    attempts: dict[str, int] = {}
-    now = utcnow()
-    async with runtime.db.sessions() as session, session.begin():
-        for handler in handlers:
+        # Succeeded runs are done for good; dead ones wait for `events replay`.
+        owed = [h for h in handlers if runs.get(h.name) is None
+                or runs[h.name].status in (RunStatus.RUNNING, RunStatus.FAILED)]
+        max_attempts = runtime.settings.MAX_ATTEMPTS
+        # A run still marked `running` from an earlier try means that worker died mid-handler.
+        crashed_out = [h for h in owed if runs.get(h.name) is not None and runs[h.name].attempts >= max_attempts]
+        to_run = [h for h in owed if h not in crashed_out]
+        earlier_dead = any(run.status == RunStatus.DEAD for run in runs.values())
+        attempts: dict[str, int] = {}
+        for handler in to_run:
             existing = runs.get(handler.name)
             if existing is None:
                 session.add(HandlerRunRow(event_id=event_id, handler=handler.name, status=RunStatus.RUNNING,
@@ -133,16 +152,20 @@ async def _start_runs(
                 attempts[handler.name] = 1
             else:
                 attempts[handler.name] = existing.attempts + 1
-                await session.execute(
-                    update(HandlerRunRow)
-                    .where(HandlerRunRow.id == existing.id)
-                    .values(status=RunStatus.RUNNING, attempts=attempts[handler.name], started_at=now)
-                )
-    return attempts
+                existing.status, existing.attempts, existing.started_at = RunStatus.RUNNING, attempts[handler.name], now
+        for handler in crashed_out:
+            run = runs[handler.name]
+            run.status, run.last_error, run.finished_at = (RunStatus.DEAD, "worker stopped during the last attempt",
+                                                           now)
+        await session.flush()
+        session.expunge_all()
+    return _Claim(row, handlers, to_run, attempts, [h.name for h in crashed_out], earlier_dead, first_attempt)
 
 
-async def _run_handler(runtime: Runtime, event: Event, handler: Handler, attempt: int) -> str | None:
-    """Run one handler; None on success, else the error text (recorded on the run)."""
+async def _run_handler(runtime: Runtime, event: Event, handler: Handler, attempt: int, *,
+                       settle: bool = False) -> str | None:
+    """Run one handler; None on success, else the error text (recorded on the run). With
+    `settle`, its success also marks the event `processed`, in the same transaction."""
     started = time.perf_counter()
     error: str | None = None
     try:
@@ -158,6 +181,9 @@ async def _run_handler(runtime: Runtime, event: Event, handler: Handler, attempt
                 .values(status=RunStatus.SUCCEEDED, duration_ms=elapsed * 1000, finished_at=utcnow(),
                         last_error=None)
             )
+            if settle:
+                await session.execute(update(EventRow).where(EventRow.id == event.id)
+                                      .values(**_settled_values(EventStatus.PROCESSED)))
     except Exception as exc:  # a handler may raise anything; it is recorded and retried
         error = "".join(traceback.format_exception_only(type(exc), exc)).strip() or type(exc).__name__
         detail = traceback.format_exc()[-MAX_ERROR_CHARS:]
@@ -173,36 +199,19 @@ async def _run_handler(runtime: Runtime, event: Event, handler: Handler, attempt
     return error
 
 
-async def _mark_dead(runtime: Runtime, event_id: str, handlers: list[Handler], reason: str) -> None:
-    if not handlers:
-        return
-    async with runtime.db.sessions() as session, session.begin():
-        await session.execute(
-            update(HandlerRunRow)
-            .where(HandlerRunRow.event_id == event_id, HandlerRunRow.handler.in_([h.name for h in handlers]))
-            .values(status=RunStatus.DEAD, last_error=reason, finished_at=utcnow())
-        )
-
-
-async def _has_dead_runs(runtime: Runtime, event_id: str) -> bool:
-    async with runtime.db.sessions() as session:
-        found = await session.scalar(
-            select(HandlerRunRow.id).where(HandlerRunRow.event_id == event_id,
-                                           HandlerRunRow.status == RunStatus.DEAD).limit(1)
-        )
-    return found is not None
-
-
-async def _settle(runtime: Runtime, event_id: str, status: str, *, retry_in: float | None = None,
-                  error: str | None = None) -> None:
+def _settled_values(status: str, *, retry_in: float | None = None, error: str | None = None) -> dict[str, Any]:
     now = utcnow()
     values: dict[str, Any] = {"status": status, "updated_at": now, "last_error": error}
     if status in (EventStatus.PROCESSED, EventStatus.IGNORED):
         values["processed_at"] = now
         values["next_attempt_at"] = None
     if retry_in is not None:
-        from datetime import timedelta
-
         values["next_attempt_at"] = now + timedelta(seconds=retry_in)
+    return values
+
+
+async def _settle(runtime: Runtime, event_id: str, status: str, *, retry_in: float | None = None,
+                  error: str | None = None) -> None:
+    values = _settled_values(status, retry_in=retry_in, error=error)
     async with runtime.db.sessions() as session, session.begin():
         await session.execute(update(EventRow).where(EventRow.id == event_id).values(**values))

@@ -88,6 +88,7 @@ def build_worker(
         "redis_settings": queue.redis_settings(settings.REDIS_URL),
         "queue_name": settings.QUEUE_NAME,
         "max_jobs": settings.WORKER_CONCURRENCY,
+        "poll_delay": settings.WORKER_POLL_SECONDS,
         "job_timeout": settings.JOB_TIMEOUT_SECONDS,
         "max_tries": ARQ_MAX_TRIES,
         "keep_result": 0,

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     SWEEP_AFTER_SECONDS: float = Field(default=10.0, ge=0)
     RETRY_MAX_SECONDS: float = Field(default=3600.0, gt=0)
     WORKER_CONCURRENCY: int = Field(default=20, ge=1)
+    # How often an idle worker asks Redis for jobs (arq's poll_delay, 0.5 s by default, would add
+    # up to half a second to every event's latency).
+    WORKER_POLL_SECONDS: float = Field(default=0.05, gt=0, le=5)
     LOG_LEVEL: str = "INFO"
     # Reconciliation (worker/reconcile): how often, how far back the first scan looks, and how
     # much each window overlaps the last one (a payment may turn `succeeded` after it was created).
