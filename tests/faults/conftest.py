@@ -14,6 +14,28 @@ from tests.support import delete_keys
 from worker.embedded_redis import EmbeddedRedis
 
 MakeStack = Callable[..., Awaitable[FaultStack]]
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "faults: the fault suite (real processes, minutes); `make faults` runs it")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Everything here is marked `faults`. The suite takes minutes, so `make test` leaves it out
+    unless asked for: `-m faults` (what `make faults` runs) or a path inside tests/faults."""
+    for item in items:
+        if HERE in item.path.parents:
+            item.add_marker(pytest.mark.faults)
+    asked = "faults" in (config.option.markexpr or "") or any(
+        HERE == Path(arg.split("::")[0]).resolve() or HERE in Path(arg.split("::")[0]).resolve().parents
+        for arg in config.args)
+    if asked:
+        return
+    kept = [item for item in items if HERE not in item.path.parents]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[item for item in items if HERE in item.path.parents])
+        items[:] = kept
 
 
 @pytest.fixture
@@ -38,11 +60,14 @@ async def build_stack(redis_url: str, tmp_path: Path) -> AsyncIterator[MakeStack
 
 @pytest.fixture
 async def make_stack(build_stack: MakeStack, database_url: str) -> MakeStack:
-    """Like build_stack, on this test's fresh database (SQLite or PostgreSQL), grants table made."""
+    """Like build_stack, on this test's fresh database (SQLite or PostgreSQL), grants table made;
+    `entitlements=True` adds the built-in entitlement handlers and a catalog."""
 
-    async def make(**settings: Any) -> FaultStack:
+    async def make(entitlements: bool = False, **settings: Any) -> FaultStack:
         stack = await build_stack(**{"DATABASE_URL": database_url, **settings})
         await stack.create_grants_table()
+        if entitlements:
+            stack.use_entitlements()
         return stack
 
     return make

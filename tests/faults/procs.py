@@ -31,6 +31,12 @@ from worker.store import Database, EventRow, HandlerRunRow
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent / "dodo-worker"
 START_SECONDS = 30.0
+PRODUCT = "pdt_e9mUw084cWnu0tz"  # the product of the bundled payment.succeeded sample
+CATALOG = f"""
+[products.{PRODUCT}]
+license_key = {{ activations_limit = 2 }}
+files = ["guide.pdf"]
+"""
 GRANTS_DDL = ("CREATE TABLE fault_grants (payment_id VARCHAR(64) PRIMARY KEY, "
               "event_id VARCHAR(255) NOT NULL, pid INTEGER NOT NULL)")
 
@@ -118,6 +124,14 @@ class FaultStack:
         self.http = httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=100))
         self.procs: list[Proc] = []
         self._count = 0
+
+    def use_entitlements(self) -> None:
+        """Also run the built-in entitlement handlers, with a catalog granting a licence key
+        and a file for the sample's product."""
+        (self.tmp / "guide.pdf").write_bytes(b"%PDF-1.4 fault suite\n")
+        (self.tmp / "entitlements.toml").write_text(CATALOG)
+        self.env["ENTITLEMENTS_FILE"] = str(self.tmp / "entitlements.toml")
+        self.env["HANDLER_MODULES"] += ",handlers.entitlements"
 
     # processes ---------------------------------------------------------------------------
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> Proc:
@@ -212,6 +226,19 @@ class FaultStack:
         async with self.db.sessions() as session:
             rows = await session.execute(text("SELECT payment_id, COUNT(*) FROM fault_grants GROUP BY payment_id"))
             return {str(p): int(n) for p, n in rows.all()}
+
+    async def entitlement_grants(self) -> dict[tuple[str, str], int]:
+        """(payment_id, kind) -> how many built-in grants exist for it."""
+        query = text("SELECT payment_id, kind, COUNT(*) FROM entitlement_grants GROUP BY payment_id, kind")
+        async with self.db.sessions() as session:
+            return {(str(p), str(k)): int(n) for p, k, n in (await session.execute(query)).all()}
+
+    async def api_entitlements(self, payment_id: str) -> list[dict[str, Any]]:
+        """What a merchant's app sees: GET /v1/entitlements?payment_id=..."""
+        response = await self.http.get(f"{self.base_url}/v1/entitlements", params={"payment_id": payment_id},
+                                       headers={"authorization": f"Bearer {self.env['WORKER_API_TOKEN']}"})
+        assert response.status_code == 200, response.text
+        return list(response.json()["entitlements"])
 
     async def statuses(self) -> Counter[str]:
         async with self.db.sessions() as session:
