@@ -1,7 +1,8 @@
 """Benchmark of reconciliation: a scan of 10,000 payments against the fake Dodo API served over
 HTTP in its own process (tests/fakedodo/server.py), on SQLite and PostgreSQL.
 
-    .venv/bin/python bench/reconcile.py [--payments 10000] [--present 0.9] [--backend sqlite] [--json]
+    .venv/bin/python bench/reconcile.py [--payments 10000] [--present 0.9] [--latency-ms 0]
+                                        [--backend sqlite] [--json]
 
 The fake holds N succeeded payments spread over the last 40 hours (inside the first scan's 48 h
 look-back) and 1% of them refunded. Before the clock starts, the inbox gets a processed
@@ -88,11 +89,12 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def fake_api(payments: int) -> Iterator[str]:
+def fake_api(payments: int, latency_ms: float) -> Iterator[str]:
     """The fake Dodo API in its own process; its base URL once it answers."""
     port = free_port()
     command = [sys.executable, "-m", "tests.fakedodo", "--port", str(port), "--payments", str(payments),
-               "--refunds", str(payments // 100), "--spread-hours", str(SPREAD_HOURS), "--api-key", API_KEY]
+               "--refunds", str(payments // 100), "--spread-hours", str(SPREAD_HOURS), "--api-key", API_KEY,
+               "--latency-ms", str(latency_ms)]
     process = subprocess.Popen(command, cwd=ROOT)
     try:
         deadline = time.monotonic() + 60
@@ -210,13 +212,15 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--payments", type=int, default=10_000)
     parser.add_argument("--present", type=float, default=0.9, help="fraction already in the inbox")
+    parser.add_argument("--latency-ms", type=float, default=0.0,
+                        help="delay the fake adds to each answer (the real API's round trip)")
     parser.add_argument("--backend", choices=["sqlite", "postgresql"], action="append")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
     backends = args.backend or ["sqlite"] + (["postgresql"] if postgres_admin_url() else [])
     redis = redis_url()
     rows: list[dict[str, Any]] = []
-    with fake_api(args.payments) as api_url, tempfile.TemporaryDirectory() as tmp:
+    with fake_api(args.payments, args.latency_ms) as api_url, tempfile.TemporaryDirectory() as tmp:
         for backend in backends:
             rows += await measure(backend, api_url, args, redis, tmp)
     if args.json:

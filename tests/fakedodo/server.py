@@ -232,8 +232,9 @@ def main() -> None:
     parser.add_argument("--refunds", type=int, default=0)
     parser.add_argument("--spread-hours", type=float, default=6.0, help="payments spread over this many hours")
     parser.add_argument("--api-key", default="sk_test_fake_0123456789")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="added to every answer")
     args = parser.parse_args()
-    fake = FakeDodo(api_key=args.api_key)
+    fake = FakeDodo(api_key=args.api_key, delay=args.latency_ms / 1000)
     populate(fake, payments=args.payments, refunds=args.refunds, spread=timedelta(hours=args.spread_hours))
     uvicorn.run(fake, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
 
