@@ -107,6 +107,8 @@ class FakeDodo:
     calls: list[Call] = field(default_factory=list)
     gate: asyncio.Event | None = None  # when set, list requests wait for it to be set
     _throttle: list[str] = field(default_factory=list)  # Retry-After values of the next 429s
+    _errors: list[int] = field(default_factory=list)  # statuses of the next failing answers
+    gone: set[str] = field(default_factory=set)  # ids still listed whose detail answers 404
     _sorted: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     # data --------------------------------------------------------------------------------
@@ -120,6 +122,10 @@ class FakeDodo:
     def throttle_next(self, count: int = 1, retry_after: str = "1") -> None:
         """The next `count` requests answer 429 with this Retry-After."""
         self._throttle.extend([retry_after] * count)
+
+    def fail_next(self, count: int = 1, status: int = 503) -> None:
+        """The next `count` requests answer this server error."""
+        self._errors.extend([status] * count)
 
     def count(self, path: str, status: int | None = None) -> int:
         return sum(1 for c in self.calls if c.path == path and (status is None or c.status == status))
@@ -135,6 +141,8 @@ class FakeDodo:
         if self._throttle or (self.rate_limit_every and (len(self.calls) + 1) % self.rate_limit_every == 0):
             wait = self._throttle.pop(0) if self._throttle else self.retry_after
             return 429, {"retry-after": wait}, {"code": "TOO_MANY_REQUESTS", "message": "rate limited"}
+        if self._errors:
+            return self._errors.pop(0), {}, {"code": "INTERNAL_SERVER_ERROR", "message": "try again"}
         if method != "GET":
             return 405, {}, {"code": "METHOD_NOT_ALLOWED", "message": method}
         if path in _LISTS:
@@ -142,7 +150,7 @@ class FakeDodo:
         parent, _, object_id = path.rpartition("/")
         if parent in _DETAILS and object_id:
             obj = self.collections[_DETAILS[parent].collection].get(object_id)
-            if obj is None:
+            if obj is None or object_id in self.gone:
                 return 404, {}, {"code": "NOT_FOUND", "message": f"{object_id} not found"}
             return 200, {}, obj
         return 404, {}, {"code": "NOT_FOUND", "message": f"no route {path}"}

@@ -34,7 +34,8 @@ async def statuses(stack: Stack) -> list[str]:
 
 
 async def test_two_workers_starting_together_scan_once(
-        stack_factory: Any, registry: Registry, dodo: Dodo) -> None:
+        stack_factory: Any, registry: Registry, dodo: Dodo, caplog: Any) -> None:
+    caplog.set_level("DEBUG")
     made = populate(dodo.fake, payments=30, refunds=2)
     # Paid seconds ago: its webhook is most likely on the way, so the schedule leaves it for later.
     dodo.fake.add("payments", data.payment(99, created_at=datetime.now(UTC) - timedelta(seconds=10)))
@@ -68,6 +69,8 @@ async def test_two_workers_starting_together_scan_once(
     async with first.db.sessions() as session:
         assert await session.get(ReconcileStateRow, "default") is not None
     assert not await _locked(first)
+    assert "reconciliation: 32 object(s) read" in caplog.text
+    assert dodo.fake.api_key not in caplog.text  # not even at DEBUG level
 
 
 async def test_stopping_the_worker_interrupts_its_scan_and_frees_the_lock(

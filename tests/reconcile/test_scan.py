@@ -266,3 +266,21 @@ async def test_window_starts_at_the_last_mark(stack_factory: Any, registry: Regi
     old = await dodo.reconcile(stack, "--since", "4d", "--dry-run")
     assert old["scanned"] == 20 and len(old["repaired"]) == 20
     await wait_until(lambda: asyncio.sleep(0, True))
+
+
+async def test_server_errors_are_retried_and_a_vanished_object_is_skipped(
+        stack_factory: Any, registry: Registry, dodo: Dodo) -> None:
+    made = populate(dodo.fake, payments=5)
+    vanished = made["payments"][2]["payment_id"]
+    dodo.fake.gone.add(vanished)
+    stack = await stack_factory(web=False)
+    dodo.fake.fail_next(2, status=503)  # the first list page, twice
+    result = await dodo.reconcile(stack)
+    assert [c.status for c in dodo.fake.calls[:3]] == [503, 503, 200]
+    assert result["api_calls"] == len(dodo.fake.calls)  # every request counted, retries too
+    assert result["not_found"] == [{"kind": "payment", "id": vanished}]
+    assert sorted(r["id"] for r in result["repaired"]) == sorted(
+        p["payment_id"] for p in made["payments"] if p["payment_id"] != vanished)
+    await settle(stack, result)
+    # The scan completed, so the mark moved: one vanished object does not pin every later scan.
+    assert await count_rows(stack, ReconcileStateRow) == 1
