@@ -65,7 +65,8 @@ def create_client(settings: Settings, *, max_retries: int = SDK_MAX_RETRIES) -> 
     if settings.DODO_PAYMENTS_API_KEY is None:
         return None
     key = settings.DODO_PAYMENTS_API_KEY.get_secret_value()
-    for name in ("dodopayments", "httpx"):
+    # A logger's filters see only its own records, not its children's: name each one that logs.
+    for name in ("dodopayments", "dodopayments._base_client", "httpx", "httpcore.http11"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, KeyRedactor) and f.secret == key for f in logger.filters):
             logger.addFilter(KeyRedactor(key))
