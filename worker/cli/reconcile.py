@@ -46,7 +46,8 @@ def reconcile_command(
     until: str | None = typer.Option(None, "--until", help="Window end (default: now)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Report what is missing; change nothing."),
     metadata: list[str] = typer.Option([], "--metadata", metavar="KEY=VALUE",
-                                       help="Only objects of payments whose metadata matches (repeatable)."),
+                                       help="Only payments and subscriptions whose metadata matches, and those "
+                                       "payments' refunds and disputes (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout and nothing else."),
 ) -> None:
     """Read Dodo's payments, refunds, lost disputes and subscriptions; inject an event for each
@@ -142,5 +143,8 @@ def _print_summary(result: dict[str, Any]) -> None:
         console.print(f"[yellow]{dead['kind']} {dead['id']}: event {dead['event_id']} is dead; "
                       f"run `dodo-worker events replay {dead['event_id']}` once its handler is fixed[/yellow]",
                       highlight=False)
+    for gone in result["not_found"]:
+        console.print(f"[yellow]{gone['kind']} {gone['id']}: listed by the API but not found when fetched; "
+                      "skipped[/yellow]", highlight=False)
     if result["not_enqueued"]:
         console.print("Redis unreachable: the worker's sweeper will queue the repaired events.")
