@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     # Advanced knobs, not in DESIGN.md's table; defaults suit most deployments.
     HOST: str = "0.0.0.0"  # noqa: S104 - a web process listens on every interface by default
     WEBHOOK_MAX_BYTES: int = Field(default=256 * 1024, ge=1024)
+    # A client that has sent its headers must send the whole body within this time (slow bodies
+    # would otherwise hold a connection slot for as long as they like); 408 after it.
+    WEBHOOK_READ_TIMEOUT_SECONDS: float = Field(default=10.0, gt=0)
     QUEUE_NAME: str = "dodo-worker:queue"
     JOB_TIMEOUT_SECONDS: int = Field(default=120, ge=1)
     SHUTDOWN_GRACE_SECONDS: int = Field(default=25, ge=0)
@@ -133,4 +136,6 @@ def load_settings(**overrides: object) -> Settings:
         for err in exc.errors(include_input=False, include_url=False):
             name = ".".join(str(p) for p in err["loc"]) or "settings"
             problems.append(f"{name}: {err['msg'].removeprefix('Value error, ')}")
-        raise ConfigError("; ".join(problems)) from None
+    # Raised outside the `except` block: pydantic's error holds the input (the secret) and must
+    # not ride along as __context__ to an error reporter that walks exception chains.
+    raise ConfigError("; ".join(problems))

@@ -7,6 +7,7 @@ down we still answer 200 and the sweeper enqueues the event later.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import msgspec
@@ -59,10 +60,14 @@ async def receive_webhook(request: Request, state: State) -> Response[bytes]:
     runtime: Runtime = state.runtime
     verifier: Verifier = state.verifier
     limit = runtime.settings.WEBHOOK_MAX_BYTES
+    read_seconds = runtime.settings.WEBHOOK_READ_TIMEOUT_SECONDS
     try:
-        body = await read_body(request, limit)
+        async with asyncio.timeout(read_seconds):
+            body = await read_body(request, limit)
     except BodyTooLarge:
         return _reject(runtime, 413, "too_large", f"body is larger than {limit} bytes")
+    except TimeoutError:
+        return _reject(runtime, 408, "slow_body", f"body not received within {read_seconds:g}s")
 
     try:
         verifier.verify(body, request.headers)

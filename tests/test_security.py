@@ -1,0 +1,138 @@
+"""Security properties of the receiver, settings and CLI (see SECURITY.md): request size and time
+limits, and secrets that never show up in answers or error messages."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.support import Stack, sample_envelope
+from worker.jobs import build_worker
+from worker.settings import ConfigError, load_settings
+from worker.signing import generate_secret, new_message_id, signed_headers
+
+SECRET_WORD = "hunter2hunter2"
+
+
+async def raw_exchange(stack: Stack, head: bytes, body: bytes = b"", wait: float = 5.0) -> tuple[int, bytes, float]:
+    """Send `head` and `body` on a raw connection, then keep quiet; the status, body and seconds
+    until the server answered."""
+    parts = urlsplit(stack.base_url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    started = time.monotonic()
+    try:
+        writer.write(head + body)
+        await writer.drain()
+        response = await asyncio.wait_for(reader.read(65536), wait)
+    finally:
+        writer.close()
+    status = int(response.split(b" ", 2)[1])
+    return status, response.split(b"\r\n\r\n", 1)[1], time.monotonic() - started
+
+
+def request_head(stack: Stack, headers: dict[str, str], content_length: int) -> bytes:
+    lines = ["POST /webhooks/dodo HTTP/1.1", f"Host: {urlsplit(stack.base_url).netloc}",
+             f"Content-Length: {content_length}", "Content-Type: application/json"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def test_a_body_that_trickles_in_is_cut_off_with_408_and_nothing_is_stored(stack_factory: Any) -> None:
+    stack = await stack_factory(worker=False, WEBHOOK_READ_TIMEOUT_SECONDS=0.5)
+    body = b'{"type": "payment.succeeded", "data": {}}'
+    headers = signed_headers(stack.secret, body)
+    head = request_head(stack, headers, len(body) + 1000)  # promises more than it will ever send
+
+    status, answer, seconds = await raw_exchange(stack, head, body)
+
+    assert status == 408
+    assert b"0.5s" in answer
+    assert seconds < 3
+    assert await stack.event(headers["webhook-id"]) is None
+    _, response = await stack.send("payment.succeeded")  # the receiver is still fine
+    assert response.status_code == 200
+
+
+async def test_a_declared_oversized_body_is_refused_before_it_is_sent(stack_factory: Any) -> None:
+    stack = await stack_factory(worker=False, WEBHOOK_MAX_BYTES=4096)
+    head = request_head(stack, signed_headers(stack.secret, b"{}"), 50 * 1024 * 1024)
+
+    status, answer, seconds = await raw_exchange(stack, head)  # not one byte of the 50 MiB
+
+    assert status == 413
+    assert b"4096" in answer
+    assert seconds < 3
+
+
+async def test_refusals_never_echo_the_webhook_secret(stack_factory: Any) -> None:
+    stack = await stack_factory(worker=False)
+    other = generate_secret()
+    body = '{"type": "payment.succeeded", "data": {}}'
+    for headers in (signed_headers(other, body), {"webhook-id": new_message_id()},
+                    {**signed_headers(other, body), "webhook-timestamp": "0"}):
+        response = await stack.post(body, headers)
+        assert response.status_code == 401
+        for secret in (stack.secret, other):
+            assert secret not in response.text
+            assert secret.removeprefix("whsec_") not in response.text
+
+
+async def test_ready_names_the_failed_part_but_not_the_database_url(stack_factory: Any, backend: str) -> None:
+    if backend != "postgresql":
+        pytest.skip("one backend is enough: the database is unreachable either way")
+    url = f"postgresql+asyncpg://dodo:{SECRET_WORD}@127.0.0.1:1/dodo"
+    stack = await stack_factory(worker=False, DATABASE_URL=url)
+
+    response = await stack.http.get(f"{stack.base_url}/ready")
+
+    assert response.status_code == 503
+    assert response.json()["sql"] == "unavailable"
+    assert SECRET_WORD not in response.text and "127.0.0.1:1" not in response.text
+
+
+def test_settings_errors_do_not_echo_secret_values() -> None:
+    for name in ("DODO_PAYMENTS_WEBHOOK_KEY", "HOOKS_SIGNING_KEY"):
+        with pytest.raises(ConfigError) as caught:
+            load_settings(**{name: f"whsec_{SECRET_WORD}!!"})
+        assert name in str(caught.value)
+        assert SECRET_WORD not in str(caught.value)
+        assert SECRET_WORD not in repr(caught.value.__cause__ or caught.value.__context__ or "")
+
+
+def test_settings_repr_hides_secrets() -> None:
+    settings = load_settings(DODO_PAYMENTS_WEBHOOK_KEY=generate_secret(), DODO_PAYMENTS_API_KEY=SECRET_WORD,
+                             WORKER_API_TOKEN=SECRET_WORD, DOWNLOAD_SIGNING_KEY=SECRET_WORD)
+    assert SECRET_WORD not in repr(settings) and SECRET_WORD not in str(settings.model_dump())
+
+
+async def test_cli_configuration_errors_do_not_echo_secret_values(stack_factory: Any) -> None:
+    stack = await stack_factory(web=False, worker=False)
+    code, out, err = await stack.cli("events", "list", env={"DODO_PAYMENTS_WEBHOOK_KEY": f"whsec_{SECRET_WORD}!"})
+    assert code == 2
+    assert "DODO_PAYMENTS_WEBHOOK_KEY" in err
+    assert SECRET_WORD not in out + err
+
+
+async def test_the_worker_asks_redis_often_enough_for_low_latency(stack_factory: Any) -> None:
+    """arq's own poll interval (0.5 s) would add up to half a second to every event."""
+    stack = await stack_factory(web=False, worker=False)
+    worker = build_worker(stack.settings, stack.registry, load_modules=False)
+    assert worker.poll_delay_s == stack.settings.WORKER_POLL_SECONDS <= 0.1
+
+
+async def test_an_event_is_processed_soon_after_arrival_with_default_poll(stack_factory: Any, registry: Any) -> None:
+    @registry.on("payment.succeeded")
+    async def handle(event, ctx) -> None:  # type: ignore[no-untyped-def]
+        return None
+
+    stack = await stack_factory(worker=False)
+    await stack.start_worker(poll_delay=stack.settings.WORKER_POLL_SECONDS)  # as `dodo-worker worker` runs
+    event_id, response = await stack.send("payment.succeeded", sample_envelope("payment.succeeded")["data"])
+    assert response.status_code == 200
+    row = await stack.wait_status(event_id, "processed")
+    assert row.processed_at is not None
+    assert (row.processed_at - row.received_at).total_seconds() < 1.0
