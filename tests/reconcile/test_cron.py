@@ -114,3 +114,17 @@ async def _locked(stack: Stack) -> bool:
         return bool(await redis.exists(lock_key(stack.settings.QUEUE_NAME)))
     finally:
         await redis.aclose()
+
+
+async def test_a_run_left_running_by_a_killed_worker_is_marked_interrupted(
+        stack_factory: Any, dodo: Dodo) -> None:
+    from worker.reconcile import state
+
+    stack = await stack_factory(web=False, worker=False)
+    # A worker killed mid-scan leaves its run `running`; its 60 s lease lapses on its own.
+    orphan = await state.start_run(stack.db, trigger="cron", since=None, until=None, metadata=None)
+    result = await dodo.reconcile(stack)
+    assert result["repaired"] == []
+    by_id = {r.id: r for r in await runs(stack)}
+    assert by_id[orphan].status == "interrupted" and by_id[orphan].error == "the process running it stopped"
+    assert [r.status for r in by_id.values() if r.id != orphan] == ["ok"]
