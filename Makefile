@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install dev test lint typecheck bench lock clean
+.PHONY: install dev test faults lint typecheck bench lock clean
 
 install: $(STAMP)
 
@@ -20,6 +20,10 @@ dev: install
 
 test: install
 	$(BIN)/pytest -q
+
+# The fault suite (tests/faults, docs/faults.md): real processes killed, Redis and PostgreSQL stopped.
+faults: install
+	$(BIN)/pytest -q -m faults tests/faults
 
 lint: install
 	$(BIN)/ruff check .

@@ -56,4 +56,3 @@ async def test_redis_outage_loses_nothing(make_stack: MakeStack, private_redis: 
     assert web.alive() and worker.alive(), "no process was restarted"
     print(f"\nRedis down 3 s during {ORDERS} webhooks: all 200, all processed {took}s after the first; "
           f"{await stack.retried()} event(s) needed a second attempt")
-    print(stack.logs())
