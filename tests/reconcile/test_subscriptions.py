@@ -61,3 +61,41 @@ async def test_lost_subscription_events_are_repaired_once(
         (held_later["subscription_id"], "subscription.active")]
     await stack.wait_status(back["repaired"][0]["event_id"], "processed")
     assert (await grants_by_payment(stack))[held_later["subscription_id"]] == ["active"]
+
+
+async def test_subscriptions_bought_long_ago_follow_dodo(
+        stack_factory: Any, catalog_path: Path, dodo: Dodo) -> None:
+    """Created long before the window (the windowed list never shows them), granted here: their
+    status in Dodo is still checked, for the price of a walk over Dodo's active subscriptions."""
+    from datetime import UTC, datetime, timedelta
+
+    made = populate(dodo.fake, payments=0, subscriptions=4, subscription_product_id=KEY_ONLY,
+                    now=datetime.now(UTC) - timedelta(days=200), spread=timedelta(days=10))
+    cancelled, held, fine, back = made["subscriptions"]
+    stack = await stack_factory(ENTITLEMENTS_FILE=str(catalog_path))
+    for sub in (cancelled, held, fine):
+        await deliver(stack, "subscription.active", sub)
+    await deliver(stack, "subscription.on_hold", {**back, "status": "on_hold"})
+    cancelled["status"], held["status"] = "cancelled", "on_hold"  # webhooks lost
+
+    result = await dodo.reconcile(stack)
+    assert sorted((r["id"], r["type"]) for r in result["repaired"]) == sorted([
+        (cancelled["subscription_id"], "subscription.cancelled"),
+        (held["subscription_id"], "subscription.on_hold"),
+        (back["subscription_id"], "subscription.active")])
+    for item in result["repaired"]:
+        await stack.wait_status(item["event_id"], "processed")
+    assert await grants_by_payment(stack) == {
+        cancelled["subscription_id"]: ["revoked"], held["subscription_id"]: ["suspended"],
+        fine["subscription_id"]: ["active"], back["subscription_id"]: ["active"]}
+    # The price: one page of Dodo's active subscriptions, plus a fetch of each of ours that is
+    # not active there (and of each repaired one, for its full payload).
+    assert dodo.fake.count("/subscriptions", 200) == 2  # the (empty) window, the active ones
+
+    calls = len(dodo.fake.calls)
+    again = await dodo.reconcile(stack)
+    assert again["repaired"] == []
+    assert dodo.fake.count("/subscriptions/" + held["subscription_id"]) >= 1
+    # Next time only the one still suspended here and not active in Dodo is fetched.
+    assert [c.path for c in dodo.fake.calls[calls:] if c.path.startswith("/subscriptions/")] == [
+        "/subscriptions/" + held["subscription_id"]]

@@ -33,10 +33,13 @@ from sqlalchemy import select
 
 from integrations.dodo import PAGE_SIZE, DodoNotFound, DodoReader
 from worker import queue
+from worker.entitlements.models import GrantStatus
+from worker.reconcile.drift import granted_subscriptions
 from worker.reconcile.sources import (
     ALL_SOURCES,
     ENDED_STATUSES,
     SUBSCRIPTION_EVENTS,
+    SUBSCRIPTIONS,
     Source,
     synthetic_event_id,
 )
@@ -138,6 +141,7 @@ class Scanner:
         self.on_page = on_page
         # payment_id -> metadata of payments seen (refunds and disputes report their order's).
         self._payment_metadata: dict[str, dict[str, Any]] = {}
+        self._seen: dict[str, set[str]] = {}  # kind -> ids listed in the window
 
     async def scan(self, since: datetime, until: datetime,
                    sources: Sequence[Source] = ALL_SOURCES) -> ScanReport:
@@ -148,6 +152,8 @@ class Scanner:
         report = ScanReport(since=since, until=until, dry_run=self.dry_run, metadata_filter=self.metadata)
         for source in sources:
             await self._scan_source(source, report)
+        if SUBSCRIPTIONS in sources:
+            await self._check_granted_subscriptions(report)
         report.api_calls = self.reader.calls - calls_before
         report.seconds = time.perf_counter() - started
         return report
@@ -157,7 +163,7 @@ class Scanner:
         """Visit every page of the window. If the API stops paging deeper (Dodo caps
         `page_number` for payments, value unpublished) and serves a page we already saw, the
         window's upper end moves down to the oldest object seen and paging starts again."""
-        seen: set[str] = set()
+        seen = self._seen.setdefault(source.kind, set())
         upper = report.until
         page_number = 0
         count = 0
@@ -195,6 +201,44 @@ class Scanner:
                 upper, page_number = oldest, 0
                 continue
             page_number += 1
+
+    async def _check_granted_subscriptions(self, report: ScanReport) -> None:
+        """Subscriptions we grant for, created before the window: is Dodo's status still theirs?
+        (see drift.py). Costs nothing when no subscription has a live grant."""
+        window_seen = self._seen.get(SUBSCRIPTIONS.kind, set())
+        ours = {sid: status for sid, status in (await granted_subscriptions(self.db)).items()
+                if sid not in window_seen}
+        if not ours:
+            return
+        active: dict[str, dict[str, Any]] = {}
+        listed: set[str] = set()
+        page_number = 0
+        while True:
+            items = await self.reader.list_page(SUBSCRIPTIONS.list_path, page_number, PAGE_SIZE, status="active")
+            report.pages += 1
+            fresh = [(sid, item) for item in items
+                     if (sid := SUBSCRIPTIONS.object_id(item)) is not None and sid not in listed]
+            listed.update(sid for sid, _ in fresh)
+            active.update((sid, item) for sid, item in fresh if sid in ours)
+            if self.progress is not None:
+                self.progress("active subscription", len(listed), page_number + 1)
+            if self.on_page is not None:
+                await self.on_page()
+            if len(items) < PAGE_SIZE or not fresh:
+                break
+            page_number += 1
+        # Active in Dodo but suspended here: the list item says enough. Not active in Dodo but
+        # granted here: fetch it to learn what it is now.
+        to_check = [active[sid] for sid, status in ours.items()
+                    if sid in active and status != GrantStatus.ACTIVE]
+        elsewhere = [sid for sid in ours if sid not in active]
+        fetched = await self._fetch_all([SUBSCRIPTIONS.detail_path.format(id=sid) for sid in elsewhere])
+        to_check += [obj for obj in fetched if obj is not None]
+        read = len(listed) + len(elsewhere)  # disjoint: a listed one of ours is in `active`
+        report.scanned += read
+        report.scanned_by_kind[SUBSCRIPTIONS.kind] = report.scanned_by_kind.get(SUBSCRIPTIONS.kind, 0) + read
+        if to_check:
+            await self._handle_page(SUBSCRIPTIONS, to_check, report)
 
     # one page ------------------------------------------------------------------------------
     async def _handle_page(self, source: Source, items: list[dict[str, Any]], report: ScanReport) -> None:
