@@ -1,6 +1,9 @@
 """Reconciliation: find what webhooks missed through Dodo's API and repair it exactly once.
 
-`service.reconcile` runs one scan (`scan.Scanner`) under a Redis lock, over a window that starts
-at the last scan's high-water mark (`state`), and records it; `job` schedules it with arq cron;
-`dodo-worker reconcile` (worker/cli/reconcile.py) runs it by hand. See docs/reconciliation.md.
+- `scan.Scanner` reads the lists in a window (`sources`), finds what the inbox lacks and injects
+  synthetic events; it also checks subscriptions granted here against Dodo (`drift`).
+- `service` runs one scan: window and high-water mark (`state`), the Redis lease (`lock`), the
+  run's record (`models`).
+- `job` schedules it with arq cron as a background task of the worker (short arq jobs);
+  `dodo-worker reconcile` (worker/cli/reconcile.py) runs it by hand. See docs/reconciliation.md.
 """
