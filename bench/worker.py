@@ -367,7 +367,8 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))]
 
 
-async def latency(kind: str, redis_url: str, rate: float, seconds: float, concurrency: int) -> dict[str, Any]:
+async def latency(kind: str, redis_url: str, rate: float, seconds: float, concurrency: int,
+                  processes: int = 1) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         async with database(kind, tmp) as db_url:
             settings = bench_settings(db_url, redis_url, write_catalog(Path(tmp)), concurrency)
@@ -378,7 +379,9 @@ async def latency(kind: str, redis_url: str, rate: float, seconds: float, concur
                    "WORKER_CONCURRENCY": str(concurrency), "DODO_PAYMENTS_API_KEY": ""}
             prefix = f"bl{uuid.uuid4().hex[:8]}"
             try:
-                with serve("uvicorn", "receiver", env) as port, worker_process(env):
+                with serve("uvicorn", "receiver", env) as port, contextlib.ExitStack() as workers:
+                    for _ in range(processes):
+                        workers.enter_context(worker_process(env))
                     warm = await paced(port, secret, prefix + "w", rate, 2)  # connections, pools, caches
                     assert len(await processed_times(db_url, warm.ids, 60)) == len(warm.ids), "warm-up lost events"
                     run = await paced(port, secret, prefix, rate, seconds)
@@ -389,7 +392,7 @@ async def latency(kind: str, redis_url: str, rate: float, seconds: float, concur
     assert len(done) == len(run.ids), f"{len(done)} of {len(run.ids)} processed"
     total = [done[event_id] - due for event_id, due in zip(run.ids, run.scheduled, strict=True)]
     ms = [v * 1000 for v in total]
-    return {"events": len(run.ids), "rate": rate, "p50_ms": round(percentile(ms, 50), 1),
+    return {"events": len(run.ids), "rate": rate, "workers": processes, "p50_ms": round(percentile(ms, 50), 1),
             "p99_ms": round(percentile(ms, 99), 1), "max_ms": round(max(ms), 1),
             "mean_ms": round(statistics.fmean(ms), 1),
             "ack_p50_ms": round(percentile(run.acks, 50) * 1000, 1),
@@ -404,6 +407,7 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=None, help="WORKER_CONCURRENCY (default: the setting's)")
     parser.add_argument("--rate", type=float, default=200, help="events per second in the latency run")
     parser.add_argument("--seconds", type=float, default=30, help="length of the latency run")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes in the latency run")
     parser.add_argument("--repeat", type=int, default=1, help="run everything this many times")
     parser.add_argument("--backend", choices=["sqlite", "postgresql"], action="append")
     parser.add_argument("--skip", choices=["throughput", "latency"], action="append", default=[])
@@ -424,7 +428,7 @@ async def main() -> None:
                 row["dodo_per_s"] = round(await dodo_rate(kind, redis_url, args.events, concurrency), 1)
                 row["ratio"] = round(row["dodo_per_s"] / row["arq_noop_per_s"], 3)
             if "latency" not in args.skip:
-                row["latency"] = await latency(kind, redis_url, args.rate, args.seconds, concurrency)
+                row["latency"] = await latency(kind, redis_url, args.rate, args.seconds, concurrency, args.workers)
             rows.append(row)
             if not args.json:
                 print_row(row, flush=True)
@@ -439,8 +443,8 @@ def print_row(row: dict[str, Any], flush: bool = False) -> None:
                      f"ratio {row['ratio']:.2f}")
     if "latency" in row:
         lat = row["latency"]
-        parts.append(f"at {lat['rate']:.0f}/s: p50 {lat['p50_ms']:.0f} ms  p99 {lat['p99_ms']:.0f} ms  "
-                     f"max {lat['max_ms']:.0f} ms (ack p99 {lat['ack_p99_ms']:.0f} ms)")
+        parts.append(f"at {lat['rate']:.0f}/s, {lat['workers']} worker(s): p50 {lat['p50_ms']:.0f} ms  "
+                     f"p99 {lat['p99_ms']:.0f} ms  max {lat['max_ms']:.0f} ms (ack p99 {lat['ack_p99_ms']:.0f} ms)")
     print("  ".join(parts), flush=flush)
 
 
