@@ -136,3 +136,21 @@ async def test_an_event_is_processed_soon_after_arrival_with_default_poll(stack_
     row = await stack.wait_status(event_id, "processed")
     assert row.processed_at is not None
     assert (row.processed_at - row.received_at).total_seconds() < 1.0
+
+
+def test_debug_logging_keeps_http_and_s3_libraries_quiet() -> None:
+    """At LOG_LEVEL=DEBUG botocore would log presigned download URLs, httpx every request URL."""
+    import logging
+
+    from worker.logs import configure_logging
+
+    root = logging.getLogger()
+    before = root.level
+    root.setLevel(logging.DEBUG)  # what basicConfig(level=DEBUG) does outside pytest
+    try:
+        configure_logging("DEBUG")
+        for name in ("botocore", "botocore.auth", "boto3", "httpx", "httpcore"):
+            assert not logging.getLogger(name).isEnabledFor(logging.INFO), name
+        assert logging.getLogger("dodo_worker.events").isEnabledFor(logging.DEBUG)
+    finally:
+        root.setLevel(before)

@@ -9,9 +9,14 @@ from typing import Any
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s %(message)s"
 
 
+# Kept at WARNING whatever LOG_LEVEL says: at DEBUG, httpx/httpcore log every request and
+# botocore logs signing material and presigned download URLs (bearer links for their lifetime).
+QUIET_LOGGERS = ("httpx", "httpcore", "aiosqlite", "asyncio", "botocore", "boto3", "s3transfer", "urllib3")
+
+
 def configure_logging(level: str = "INFO") -> None:
     logging.basicConfig(level=level.upper(), format=FORMAT)
-    for noisy in ("httpx", "httpcore", "aiosqlite", "asyncio"):
+    for noisy in QUIET_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
