@@ -133,8 +133,10 @@ async def _claim(runtime: Runtime, event_id: str) -> _Claim | None:
             row.last_error = None
             return _Claim(row, [], [], {}, [], False, first_attempt)
         row.status = EventStatus.PROCESSING
-        result = await session.scalars(select(HandlerRunRow).where(HandlerRunRow.event_id == event_id))
-        runs = {run.handler: run for run in result}
+        runs: dict[str, HandlerRunRow] = {}
+        if not first_attempt:  # runs are only ever created here, so a first claim finds none
+            result = await session.scalars(select(HandlerRunRow).where(HandlerRunRow.event_id == event_id))
+            runs = {run.handler: run for run in result}
         # Succeeded runs are done for good; dead ones wait for `events replay`.
         owed = [h for h in handlers if runs.get(h.name) is None
                 or runs[h.name].status in (RunStatus.RUNNING, RunStatus.FAILED)]
