@@ -201,7 +201,8 @@ def processed_counter(settings: Any) -> Any:
 async def drain(worker: Any, done: Any) -> None:
     """Run an arq worker until `done()` says every job ran, then stop it.
 
-    Not arq's burst mode: the worker's cron jobs keep future jobs on the queue, so it never ends."""
+    Not arq's burst mode from the start: the worker's cron jobs keep future jobs on the queue, so
+    it would never end. Once done, a burst limit already reached makes `main()` return by itself."""
     task = asyncio.create_task(worker.main())
     try:
         while not await done():
@@ -209,11 +210,13 @@ async def drain(worker: Any, done: Any) -> None:
                 task.result()
                 raise RuntimeError("the worker stopped")
             await asyncio.sleep(0.25)
+        worker.burst, worker.max_burst_jobs = True, 0
+        await asyncio.wait_for(task, 10)
     finally:
-        worker.allow_pick_jobs = False
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await worker.close()
 
 
