@@ -154,3 +154,28 @@ def test_debug_logging_keeps_http_and_s3_libraries_quiet() -> None:
         assert logging.getLogger("dodo_worker.events").isEnabledFor(logging.DEBUG)
     finally:
         root.setLevel(before)
+
+
+def test_several_hooks_signing_keys_are_refused_at_start_not_at_delivery() -> None:
+    """Unlike the webhook key, HOOKS_SIGNING_KEY signs: a comma-separated pair would sign every
+    hook with a garbled key, so it is refused with a line that names the setting, not its value."""
+    first, second = generate_secret(), generate_secret()
+    with pytest.raises(ConfigError) as caught:
+        load_settings(HOOKS_SIGNING_KEY=f"{first},{second}")
+    assert "HOOKS_SIGNING_KEY" in str(caught.value) and "one secret" in str(caught.value)
+    assert first not in str(caught.value) and second not in str(caught.value)
+
+    padded = load_settings(HOOKS_SIGNING_KEY=f" {first}\n").HOOKS_SIGNING_KEY
+    assert padded is not None and padded.get_secret_value() == first  # signs with the real key
+
+
+async def test_a_token_with_a_trailing_newline_still_opens_the_read_api(stack_factory: Any) -> None:
+    """WORKER_API_TOKEN read from a file often ends in a newline; clients send the bare token."""
+    stack = await stack_factory(worker=False, WORKER_API_TOKEN=f"{SECRET_WORD}\n")
+    url = f"{stack.base_url}/v1/entitlements"
+    good = await stack.http.get(url, params={"customer_id": "cus_x"},
+                                headers={"Authorization": f"Bearer {SECRET_WORD}"})
+    assert good.status_code == 200, good.text
+    bad = await stack.http.get(url, params={"customer_id": "cus_x"},
+                               headers={"Authorization": f"Bearer {SECRET_WORD}x"})
+    assert bad.status_code == 401 and SECRET_WORD not in bad.text

@@ -97,12 +97,22 @@ class Settings(BaseSettings):
             check_whsec(secret)
         return value
 
+    @field_validator("HOOKS_SIGNING_KEY", mode="after")
+    @classmethod
+    def _one_hooks_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        # Outbound hooks are signed with one key: "whsec_new,whsec_old" would be read as one
+        # malformed key and every delivery would fail (see docs/operations.md for rotating it).
+        if value is not None and len(split_secrets(value.get_secret_value())) > 1:
+            raise ValueError("give one secret (outbound hooks are signed with a single key)")
+        return SecretStr(value.get_secret_value().strip()) if value is not None else None
+
     @field_validator("DODO_PAYMENTS_API_KEY", "WORKER_API_TOKEN", "DOWNLOAD_SIGNING_KEY", mode="after")
     @classmethod
     def _blank_is_none(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None or not value.get_secret_value().strip():
             return None
-        return value
+        # A trailing newline (a secret read from a file) would never match a bearer token.
+        return SecretStr(value.get_secret_value().strip())
 
     @field_validator("DODO_PAYMENTS_BASE_URL", "REDIS_URL", "PUBLIC_URL", mode="after")
     @classmethod
