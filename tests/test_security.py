@@ -4,13 +4,16 @@ limits, and secrets that never show up in answers or error messages."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
-from tests.support import Stack, sample_envelope
+from tests.support import Stack, free_port, sample_envelope, wait_until
 from worker.jobs import build_worker
 from worker.settings import ConfigError, load_settings
 from worker.signing import generate_secret, new_message_id, signed_headers
@@ -179,3 +182,71 @@ async def test_a_token_with_a_trailing_newline_still_opens_the_read_api(stack_fa
     bad = await stack.http.get(url, params={"customer_id": "cus_x"},
                                headers={"Authorization": f"Bearer {SECRET_WORD}x"})
     assert bad.status_code == 401 and SECRET_WORD not in bad.text
+
+
+@contextlib.asynccontextmanager
+async def served_as_web_runs_it(stack: Stack) -> AsyncIterator[str]:
+    """The app under uvicorn with the options `dodo-worker web` uses (worker/cli/serve.py)."""
+    import uvicorn
+
+    from worker.cli.serve import server_config
+    from worker.web.app import create_app
+
+    port = free_port()
+    server = uvicorn.Server(server_config(create_app(stack.settings, stack.registry), stack.settings,
+                                          "127.0.0.1", port))
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign,attr-defined]
+    task = asyncio.create_task(server.serve())
+
+    async def started() -> bool:
+        if task.done():
+            task.result()
+        return bool(server.started)
+
+    await wait_until(started, what="uvicorn to start")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def closed_by_server(reader: asyncio.StreamReader, within: float) -> bytes:
+    """What the server sent before closing the connection (b"" when it sent nothing)."""
+    return await asyncio.wait_for(reader.read(65536), within)
+
+
+async def test_request_headers_that_never_end_are_cut_off(stack_factory: Any) -> None:
+    """Slowloris: uvicorn alone has no deadline for headers; `web` closes such connections."""
+    stack = await stack_factory(web=False, worker=False, HTTP_HEADER_TIMEOUT_SECONDS=0.5,
+                                WEBHOOK_READ_TIMEOUT_SECONDS=3)
+    async with served_as_web_runs_it(stack) as base_url:
+        port = int(base_url.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /webhooks/dodo HTTP/1.1\r\nHost: x\r\n")  # and then nothing
+        started = time.monotonic()
+        assert await closed_by_server(reader, 5) == b""
+        assert time.monotonic() - started < 3
+        writer.close()
+
+        # A keep-alive connection: the first request is answered, a second that stalls is cut off.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+        await reader.readexactly(len(b'{"status":"ok"}'))
+        writer.write(b"GET /health HTTP/1.1\r\n")
+        assert await closed_by_server(reader, 5) == b""
+        writer.close()
+
+        # Complete headers end the header deadline: a slow body meets the body deadline (408).
+        body = b'{"type": "payment.succeeded"}'
+        head = (f"POST /webhooks/dodo HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body) + 10}\r\n"
+                "\r\n").encode()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(head + body)
+        answer = await closed_by_server(reader, 10)
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        writer.close()
+
+        async with httpx.AsyncClient() as http:  # and ordinary requests are unaffected
+            assert (await http.get(f"{base_url}/health")).status_code == 200

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     # A client that has sent its headers must send the whole body within this time (slow bodies
     # would otherwise hold a connection slot for as long as they like); 408 after it.
     WEBHOOK_READ_TIMEOUT_SECONDS: float = Field(default=10.0, gt=0)
+    # ... and its request line and headers within this time of connecting (or of the previous
+    # response on a keep-alive connection); else the connection is closed (`web`, `dev`).
+    HTTP_HEADER_TIMEOUT_SECONDS: float = Field(default=10.0, gt=0)
     QUEUE_NAME: str = "dodo-worker:queue"
     JOB_TIMEOUT_SECONDS: int = Field(default=120, ge=1)
     SHUTDOWN_GRACE_SECONDS: int = Field(default=25, ge=0)

@@ -29,10 +29,17 @@ def _server(settings: Settings, host: str, port: int) -> uvicorn.Server:
         app = create_app(settings)
     except ConfigError as exc:
         fail(f"configuration error: {exc}")
-    config = uvicorn.Config(app, host=host, port=port, log_level=settings.LOG_LEVEL.lower(),
-                            access_log=False, timeout_graceful_shutdown=10, server_header=False,
-                            limit_concurrency=1000, timeout_keep_alive=15)
-    return uvicorn.Server(config)
+    return uvicorn.Server(server_config(app, settings, host, port))
+
+
+def server_config(app: object, settings: Settings, host: str, port: int) -> uvicorn.Config:
+    """uvicorn as `web` and `dev` run it: h11 with a deadline for request headers (slowloris)."""
+    from worker.web.slowloris import protocol_with_header_timeout
+
+    return uvicorn.Config(app, host=host, port=port, log_level=settings.LOG_LEVEL.lower(),  # type: ignore[arg-type]
+                          access_log=False, timeout_graceful_shutdown=10, server_header=False,
+                          limit_concurrency=1000, timeout_keep_alive=15,
+                          http=protocol_with_header_timeout(settings.HTTP_HEADER_TIMEOUT_SECONDS))
 
 
 def web_command(
