@@ -195,7 +195,7 @@ async def served_as_web_runs_it(stack: Stack) -> AsyncIterator[str]:
     port = free_port()
     server = uvicorn.Server(server_config(create_app(stack.settings, stack.registry), stack.settings,
                                           "127.0.0.1", port))
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign,attr-defined]
+    server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
     task = asyncio.create_task(server.serve())
 
     async def started() -> bool:
