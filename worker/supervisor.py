@@ -52,8 +52,10 @@ class WorkerSupervisor:
                     await task
                 break
             error = task.exception() if not task.cancelled() else None
+            # Let running handlers finish: they need SQL, not Redis, and a job cut short here
+            # would sit `processing` until the sweeper's stuck rule (JOB_TIMEOUT + 30 s).
             with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
-                await self.current.close()
+                await stop_gracefully(self.current, self.settings.SHUTDOWN_GRACE_SECONDS)
             if error is not None and not isinstance(error, RedisError | OSError | TimeoutError):
                 raise error
             delay = RESTART_DELAYS[min(failures, len(RESTART_DELAYS) - 1)]
