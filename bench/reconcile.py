@@ -197,9 +197,10 @@ async def measure(backend: str, api_url: str, args: argparse.Namespace, redis_ur
             await client.close()
             await db.dispose()
             if redis is not None:
-                # arq's job keys are named by job id (the event id) alone, not by queue.
+                # arq names its job keys by job id: queue name + event id (worker/queue.py job_id).
                 ids = [item.event_id for r in reports for item in r.repaired]
-                keys = [f"{prefix}{i}" for i in ids for prefix in ("arq:job:", "arq:in-progress:", "arq:retry:")]
+                prefixes = ("arq:job:", "arq:in-progress:", "arq:retry:")
+                keys = [f"{p}{settings.QUEUE_NAME}:{i}" for i in ids for p in prefixes]
                 for start in range(0, len(keys), 1000):
                     await redis.delete(*keys[start:start + 1000])
                 async for key in redis.scan_iter(match=f"{settings.QUEUE_NAME}*", count=1000):

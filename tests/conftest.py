@@ -61,7 +61,8 @@ async def stack_factory(database_url: str, redis_url: str, registry: Registry) -
     for stack in stacks:
         await stack.close()
         if stack.settings.REDIS_URL == redis_url:
-            await delete_keys(redis_url, [f"{stack.settings.QUEUE_NAME}*"])
+            queue = stack.settings.QUEUE_NAME
+            await delete_keys(redis_url, [f"{queue}*", f"arq:*:{queue}:*"])
 
 
 @pytest.fixture

@@ -35,13 +35,20 @@ def connect(url: str) -> ArqRedis:
     return ArqRedis(connection_pool=pool)
 
 
+def job_id(queue_name: str, event_id: str) -> str:
+    """arq's job id for an event. arq names its job, in-progress and retry keys by job id alone,
+    whatever the queue, so the queue name is part of it: two stacks sharing a Redis (staging and
+    production, or tests beside `dev`) never take each other's event for already queued."""
+    return f"{queue_name}:{event_id}"
+
+
 async def enqueue_event(redis: ArqRedis, queue_name: str, event_id: str) -> bool:
     """Queue one event, keyed by its id so it is never queued twice at once.
 
     True when the queue has it (newly or already); False when Redis could not be reached."""
     try:
         await asyncio.wait_for(
-            redis.enqueue_job(PROCESS_EVENT, event_id, _job_id=event_id, _queue_name=queue_name),
+            redis.enqueue_job(PROCESS_EVENT, event_id, _job_id=job_id(queue_name, event_id), _queue_name=queue_name),
             ENQUEUE_TIMEOUT_SECONDS,
         )
     except (RedisError, OSError, TimeoutError) as exc:
@@ -85,7 +92,7 @@ async def enqueue_events(redis: ArqRedis, queue_name: str, event_ids: list[str])
     now = timestamp_ms()
     argv: list[str | bytes] = [job_key_prefix, result_key_prefix, str(redis.expires_extra_ms), str(now)]
     for event_id in event_ids:
-        argv += [event_id, serialize_job(PROCESS_EVENT, (event_id,), {}, None, now,
+        argv += [job_id(queue_name, event_id), serialize_job(PROCESS_EVENT, (event_id,), {}, None, now,
                                          serializer=redis.job_serializer)]
     try:
         await asyncio.wait_for(

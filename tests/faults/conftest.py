@@ -55,7 +55,7 @@ async def build_stack(redis_url: str, tmp_path: Path) -> AsyncIterator[MakeStack
     for stack in stacks:
         await stack.close()
         if stack.env["REDIS_URL"] == redis_url:
-            await delete_keys(redis_url, [f"{stack.env['QUEUE_NAME']}*"])
+            await delete_keys(redis_url, [f"{stack.env['QUEUE_NAME']}*", f"arq:*:{stack.env['QUEUE_NAME']}:*"])
 
 
 @pytest.fixture

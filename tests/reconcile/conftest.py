@@ -61,7 +61,8 @@ async def stack_factory(stack_factory: Any, redis_url: str) -> AsyncIterator[Any
         for stack in stacks:
             async with stack.db.sessions() as session:
                 ids = list(await session.scalars(select(EventRow.id).where(EventRow.source == EventSource.RECONCILE)))
-            keys = [f"{prefix}{i}" for i in ids for prefix in ("arq:job:", "arq:in-progress:", "arq:retry:")]
+            prefixes = ("arq:job:", "arq:in-progress:", "arq:retry:")
+            keys = [f"{p}{stack.settings.QUEUE_NAME}:{i}" for i in ids for p in prefixes]
             for start in range(0, len(keys), 1000):
                 await client.delete(*keys[start:start + 1000])
     finally:
