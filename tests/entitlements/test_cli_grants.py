@@ -80,3 +80,29 @@ async def test_revoke_and_restore_by_hand(ent_stack: Stack) -> None:
     assert code == 1 and "grt_missing" in err
     code, _, err = await ent_stack.cli("grants", "list", "--metadata", "no-equals-sign")
     assert code == 2 and "KEY=VALUE" in err
+
+
+async def test_cli_change_reaches_python_hooks(ent_stack: Stack) -> None:
+    """A revoke by hand is told to the merchant's Python hooks, which live in HANDLER_MODULES."""
+    import sys
+
+    from sqlalchemy import select
+
+    from worker.entitlements import hooks
+    from worker.entitlements.models import DeliveryRow
+
+    module = "tests.entitlements.cli_hook_module"
+    assert module not in sys.modules  # only the CLI's loading of HANDLER_MODULES brings it in
+    await send_and_wait(ent_stack, "payment.succeeded", payment("pay_c9", [(FILE_ONLY, 1)]))
+    [grant] = await entitlements(ent_stack, payment_id="pay_c9")
+    try:
+        code, _, err = await ent_stack.cli("grants", "revoke", grant["id"], env={"HANDLER_MODULES": module})
+        assert code == 0, err
+        async with ent_stack.db.sessions() as session:
+            targets = set(await session.scalars(
+                select(DeliveryRow.target).where(DeliveryRow.grant_id == grant["id"],
+                                                 DeliveryRow.event_type == "entitlement.revoked")))
+        assert targets == {f"python:{module}.tell_crm"}
+    finally:
+        hooks.remove(f"{module}.tell_crm")
+        sys.modules.pop(module, None)

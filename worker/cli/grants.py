@@ -16,6 +16,7 @@ from worker.entitlements.models import GrantStatus
 from worker.entitlements.queries import Filters, audit_trail, deliveries_of, find_grant, find_grants, parse_pairs
 from worker.entitlements.service import Actor, Grants
 from worker.entitlements.views import audit_json, grants_json
+from worker.registry import RegistryError, load_handler_modules
 from worker.settings import ConfigError, Settings
 from worker.store import Database
 
@@ -115,7 +116,10 @@ def show_command(
 async def _change(settings: Settings, grant_id: str, action: str, reason: str | None) -> tuple[str, Any]:
     try:
         catalog = load_catalog(settings.entitlements_path)
-    except ConfigError as exc:
+        # Python hooks (@on_entitlement) live in the handler modules: without them a change made
+        # here would queue no delivery for them.
+        load_handler_modules(settings.handler_modules)
+    except (ConfigError, RegistryError, ImportError) as exc:
         return "error", str(exc)
     db = Database(settings.DATABASE_URL)
     try:
