@@ -15,6 +15,7 @@ import contextlib
 import logging
 
 from arq.connections import ArqRedis
+from sqlalchemy.exc import DataError, IntegrityError, ProgrammingError
 
 from worker import queue
 from worker.store import Database
@@ -68,10 +69,20 @@ class InboxWriter:
         batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
         try:
             new_ids = await insert_events(self.db, [event for event, _ in batch])
+        except (DataError, IntegrityError, ProgrammingError) as refused:
+            if len(batch) == 1:
+                raise_on(batch, refused)
+                return
+            # One row the store refuses must not fail the webhooks that shared its INSERT.
+            new_ids = set()
+            for item in batch:
+                try:
+                    new_ids |= await insert_events(self.db, [item[0]])
+                except Exception as exc:
+                    raise_on([item], exc)
+            batch = [item for item in batch if not item[1].done()]
         except Exception as exc:  # the store is down: every request of this batch gets a 503
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+            raise_on(batch, exc)
             return
         claimed: set[str] = set()
         fresh = []
@@ -86,3 +97,10 @@ class InboxWriter:
             answered.add(event.id)
             if not future.done():
                 future.set_result((stored_now, enqueued))
+
+
+def raise_on(batch: list[tuple[NewEvent, asyncio.Future[tuple[bool, bool]]]], exc: BaseException | None) -> None:
+    """Answer these requests with the store's error (the receiver turns it into a 503)."""
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(exc or RuntimeError("store error"))
