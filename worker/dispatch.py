@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.context import Context
 from worker.events import Event
@@ -24,7 +25,7 @@ from worker.logs import event_logger
 from worker.registry import Handler
 from worker.retry import backoff_seconds
 from worker.runtime import Runtime
-from worker.store import EventRow, EventStatus, HandlerRunRow, RunStatus
+from worker.store import EventRow, EventSource, EventStatus, HandlerRunRow, RunStatus
 from worker.store.models import utcnow
 
 MAX_ERROR_CHARS = 4000
@@ -59,7 +60,7 @@ async def process_event(runtime: Runtime, event_id: str) -> Outcome:
 
     if not claim.handlers:  # settled as `ignored` by the claim itself
         runtime.metrics.inc("dodo_events_ignored_total", type=row.type)
-        log.info("%s ignored: no handler for this type", row.type)
+        log.info("%s ignored: %s", row.type, row.last_error or "no handler for this type")
         return Outcome("ignored")
 
     try:
@@ -132,6 +133,13 @@ async def _claim(runtime: Runtime, event_id: str) -> _Claim | None:
             row.next_attempt_at = None
             row.last_error = None
             return _Claim(row, [], [], {}, [], False, first_attempt)
+        twin = await _handled_twin(session, row) if first_attempt else None
+        if twin is not None:
+            row.status = EventStatus.IGNORED
+            row.processed_at = now
+            row.next_attempt_at = None
+            row.last_error = f"already handled as event {twin}"
+            return _Claim(row, [], [], {}, [], False, first_attempt)
         row.status = EventStatus.PROCESSING
         runs: dict[str, HandlerRunRow] = {}
         if not first_attempt:  # runs are only ever created here, so a first claim finds none
@@ -162,6 +170,25 @@ async def _claim(runtime: Runtime, event_id: str) -> _Claim | None:
         await session.flush()
         session.expunge_all()
     return _Claim(row, handlers, to_run, attempts, [h.name for h in crashed_out], earlier_dead, first_attempt)
+
+
+# Types that happen once per object: the ones reconciliation injects when a webhook went missing.
+ONCE_PER_OBJECT = frozenset({"payment.succeeded", "refund.succeeded", "dispute.lost"})
+
+
+async def _handled_twin(session: AsyncSession, row: EventRow) -> str | None:
+    """The id of an event already processed for the same object and type, when one of the two
+    came from reconciliation: a webhook that arrives after its repair (or a repair that raced
+    its webhook) is the same news, and the merchant's handlers should not hear it twice."""
+    if row.type not in ONCE_PER_OBJECT or not row.object_id:
+        return None
+    query = select(EventRow.id).where(
+        EventRow.type == row.type, EventRow.object_id == row.object_id, EventRow.id != row.id,
+        EventRow.status == EventStatus.PROCESSED,
+    ).limit(1)
+    if row.source != EventSource.RECONCILE:
+        query = query.where(EventRow.source == EventSource.RECONCILE)
+    return await session.scalar(query)
 
 
 async def _run_handler(runtime: Runtime, event: Event, handler: Handler, attempt: int, *,

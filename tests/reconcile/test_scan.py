@@ -286,3 +286,34 @@ async def test_server_errors_are_retried_and_a_vanished_object_is_skipped(
     await settle(stack, result)
     # The scan completed, so the mark moved: one vanished object does not pin every later scan.
     assert await count_rows(stack, ReconcileStateRow) == 1
+
+
+async def test_a_webhook_arriving_after_its_repair_does_not_run_handlers_again(
+        stack_factory: Any, registry: Registry, catalog_path: Path, dodo: Dodo) -> None:
+    """Dodo's retries can outlast an outage: the webhook of an order reconciliation already
+    repaired still arrives, under its own webhook id. It is stored and shown, but settled as
+    `ignored` (naming the repair), so the merchant's handlers hear of the payment once."""
+    ledger = Ledger(registry)
+    made = populate(dodo.fake, payments=3, refunds=1, product_id=FILE_ONLY)
+    stack = await stack_factory(ENTITLEMENTS_FILE=str(catalog_path))
+    result = await dodo.reconcile(stack)
+    await settle(stack, result)
+    late_pay, late_ref = made["payments"][1], made["refunds"][0]
+
+    [pay_event] = await deliver_late(stack, "payment.succeeded", as_delivered(late_pay))
+    [ref_event] = await deliver_late(stack, "refund.succeeded", late_ref)
+    assert ledger.granted == Counter({p["payment_id"]: 1 for p in made["payments"]})
+    assert ledger.revoked == Counter({late_ref["payment_id"]: 1})
+    code, out, _ = await stack.cli("events", "show", pay_event, "--json")
+    shown = json.loads(out)
+    assert (code, shown["source"], shown["status"]) == (0, "webhook", "ignored")
+    code, out, _ = await stack.cli("events", "list", "--status", "ignored", "--json")
+    assert {e["id"] for e in json.loads(out)} == {pay_event, ref_event}
+    assert f"rec_payment.succeeded_{late_pay['payment_id']}" in (await stack.event(pay_event)).last_error  # type: ignore[union-attr]
+
+
+async def deliver_late(stack: Stack, event_type: str, obj: dict[str, Any]) -> list[str]:
+    event_id, response = await stack.send(event_type, obj)
+    assert response.status_code == 200
+    await stack.wait_status(event_id, "processed", "ignored")
+    return [event_id]
