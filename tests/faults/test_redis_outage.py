@@ -63,8 +63,8 @@ async def test_redis_outage_loses_nothing(make_stack: MakeStack, private_redis: 
 
 @pytest.mark.parametrize("backend", ["sqlite"])  # what happens here is between the worker and Redis
 async def test_redis_lost_while_handlers_run(make_stack: MakeStack, private_redis: EmbeddedRedis) -> None:
-    """Redis dies while 10 handlers are mid-way: their events still end processed, once each.
-    How long that takes is finding 2 of docs/faults.md (the cut jobs wait for the sweeper)."""
+    """Redis dies while 10 handlers are mid-way: their events still end processed, once each,
+    within seconds: the supervisor lets running handlers finish (finding 2 of docs/faults.md)."""
     stack = await make_stack(REDIS_URL=private_redis.url, FAULT_HANDLER_SECONDS="2", WORKER_CONCURRENCY="10")
     web = await stack.start_web()
     worker = await stack.start_worker()
