@@ -38,11 +38,16 @@ def delivery_id(grant_id: str, audit_id: int, target: str) -> str:
     return f"dlv_{digest[:32]}"
 
 
+def targets(settings: Settings, catalog: Catalog, grant: GrantRow, event_type: str) -> list[str]:
+    """Where a change of this grant goes (hook URLs, Python hooks), each once."""
+    return list(dict.fromkeys([*url_targets(settings, catalog, grant), *hooks.targets_for(event_type)]))
+
+
 async def enqueue(session: AsyncSession, settings: Settings, catalog: Catalog, grant: GrantRow,
-                  audit: AuditRow, event_type: str) -> int:
+                  audit: AuditRow, event_type: str, to: list[str] | None = None) -> int:
     """Write the deliveries of one change (`audit`, already flushed); how many were written."""
-    targets = [*url_targets(settings, catalog, grant), *hooks.targets_for(event_type)]
-    if not targets:
+    to = targets(settings, catalog, grant, event_type) if to is None else to
+    if not to:
         return 0
     counts = await activation_counts(session, [grant.id]) if grant.kind == GrantKind.LICENSE_KEY else {}
     payload = json.dumps({
@@ -51,7 +56,7 @@ async def enqueue(session: AsyncSession, settings: Settings, catalog: Catalog, g
         "data": grant_json(grant, settings, activations=counts.get(grant.id, 0)),
     }, separators=(",", ":"))
     written = 0
-    for target in dict.fromkeys(targets):
+    for target in to:
         written += await insert_ignore(session, DeliveryRow, {
             "id": delivery_id(grant.id, audit.id, target),
             "grant_id": grant.id,

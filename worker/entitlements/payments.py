@@ -41,7 +41,7 @@ async def on_payment(grants: Grants, payment: Payment) -> int:
                                    product_id=item.product_id, spec=spec, owner=owner,
                                    units=item.quantity, initial=initial)
         created += len(rows)
-    await revocations.apply(grants, payment_id)  # grants that existed before this news
+    await revocations.apply(grants, payment_id, recorded)  # grants that existed before this news
     return created
 
 

@@ -73,9 +73,10 @@ def initial_for(rows: list[RevocationRow], catalog: Catalog, product_id: str) ->
                    text=f"granted revoked: {describe(found)} was seen before the grant")
 
 
-async def apply(grants: Grants, payment_id: str) -> int:
-    """Revoke every grant of the payment that a recorded refund or dispute takes away."""
-    rows = await for_payment(grants.session, payment_id)
+async def apply(grants: Grants, payment_id: str, rows: list[RevocationRow] | None = None) -> int:
+    """Revoke every grant of the payment that a recorded refund or dispute takes away. `rows`:
+    the payment's revocations when the caller has just read them (under the payment's lock)."""
+    rows = await for_payment(grants.session, payment_id) if rows is None else rows
     if not rows:
         return 0
     changed = 0

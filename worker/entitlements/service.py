@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import make_transient_to_detached
 
 from worker.entitlements import keys, outbox
 from worker.entitlements.catalog import Catalog, LicenseKeySpec
@@ -130,16 +131,25 @@ class Grants:
             secret = license_key or keys.generate(license)
             values["license_key"] = secret
             values["license_key_hash"] = keys.key_hash(secret)
+        else:
+            values["license_key"] = values["license_key_hash"] = None
         if not await insert_ignore(self.session, GrantRow, values):
             return None
-        grant = await self.session.get(GrantRow, key.grant_id)
-        assert grant is not None
+        grant = self._attach(values)
         for meta_key, value in owner.metadata.items():
             self.session.add(GrantMetadataRow(grant_id=grant.id, key=str(meta_key)[:64],
                                               value=metadata_value(value)))
         text = initial.text or "granted"
         await self._record(grant, "granted", None, initial.status, text,
                            GRANTED if initial.status == GrantStatus.ACTIVE else None)
+        return grant
+
+    def _attach(self, values: dict[str, Any]) -> GrantRow:
+        """The row just inserted, as a persistent object built from its values (every column set)
+        instead of reading it back: one SELECT fewer per grant."""
+        grant = GrantRow(**values)
+        make_transient_to_detached(grant)
+        self.session.add(grant)
         return grant
 
     async def revoke(self, grant: GrantRow, *, reason: str, cause: str | None, text: str) -> bool:
@@ -199,9 +209,14 @@ class Grants:
 
     async def _record(self, grant: GrantRow, action: str, before: str | None, after: str | None,
                       text: str, event_type: str | None) -> None:
+        """Add the audit row; flushed at once only when an outbox row needs its id, else with the
+        transaction's other rows (one batched INSERT instead of one flush per change)."""
         audit = AuditRow(grant_id=grant.id, action=action, from_status=before, to_status=after, reason=text,
                          event_id=self.actor.event_id, actor=self.actor.name, at=utcnow())
         self.session.add(audit)
-        await self.session.flush()
-        if event_type is not None:
-            await outbox.enqueue(self.session, self.settings, self.catalog, grant, audit, event_type)
+        if event_type is None:
+            return
+        targets = outbox.targets(self.settings, self.catalog, grant, event_type)
+        if targets:
+            await self.session.flush()
+            await outbox.enqueue(self.session, self.settings, self.catalog, grant, audit, event_type, targets)

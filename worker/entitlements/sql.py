@@ -14,21 +14,36 @@ def dialect_name(session: AsyncSession) -> str:
     return session.get_bind().dialect.name
 
 
+_STATEMENTS: dict[tuple[str, str], Any] = {}
+
+
+def _insert_ignore_statement(model: type[DeclarativeBase], dialect: str) -> Any:
+    """`INSERT .. ON CONFLICT DO NOTHING` without values, built once per table and dialect: the
+    row goes as bound parameters, so SQLAlchemy neither coerces ~30 inline values nor computes a
+    new cache key per call (about 3 ms per order before)."""
+    table: Any = model.__table__
+    key = (table.name, dialect)
+    stmt = _STATEMENTS.get(key)
+    if stmt is None:
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            stmt = pg_insert(table).on_conflict_do_nothing()
+        else:
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            stmt = sqlite_insert(table).on_conflict_do_nothing()
+        _STATEMENTS[key] = stmt
+    return stmt
+
+
 async def insert_ignore(session: AsyncSession, model: type[DeclarativeBase], values: dict[str, Any]) -> bool:
     """INSERT .. ON CONFLICT DO NOTHING (any unique constraint); True when the row was inserted.
 
     Two workers inserting the same row at once: PostgreSQL makes the second wait for the first
     and then do nothing; SQLite serialises writers (BEGIN IMMEDIATE) so the second sees the row."""
     name = dialect_name(session)
-    if name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        stmt: Any = pg_insert(model).values(**values).on_conflict_do_nothing()
-    elif name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        stmt = sqlite_insert(model).values(**values).on_conflict_do_nothing()
-    else:  # pragma: no cover - other dialects: a savepoint absorbs the duplicate
+    if name not in ("postgresql", "sqlite"):  # pragma: no cover - a savepoint absorbs the duplicate
         from sqlalchemy import insert
         from sqlalchemy.exc import IntegrityError
 
@@ -38,7 +53,7 @@ async def insert_ignore(session: AsyncSession, model: type[DeclarativeBase], val
         except IntegrityError:
             return False
         return True
-    result = await session.execute(stmt)
+    result = await session.execute(_insert_ignore_statement(model, name), values)
     return bool(getattr(result, "rowcount", 0) == 1)
 
 
