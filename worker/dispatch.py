@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.context import Context
@@ -204,28 +204,32 @@ async def _run_handler(runtime: Runtime, event: Event, handler: Handler, attempt
                           handler=handler.name, attempt=attempt, resources=runtime.resources)
             await handler.func(event, ctx)
             elapsed = time.perf_counter() - started
-            await session.execute(
-                update(HandlerRunRow)
-                .where(HandlerRunRow.event_id == event.id, HandlerRunRow.handler == handler.name)
-                .values(status=RunStatus.SUCCEEDED, duration_ms=elapsed * 1000, finished_at=utcnow(),
-                        last_error=None)
-            )
+            await session.execute(_RUN_UPDATE, {
+                "b_event_id": event.id, "b_handler": handler.name, "status": RunStatus.SUCCEEDED,
+                "duration_ms": elapsed * 1000, "finished_at": utcnow(), "last_error": None})
             if settle:
-                await session.execute(update(EventRow).where(EventRow.id == event.id)
-                                      .values(**_settled_values(EventStatus.PROCESSED)))
+                await session.execute(_EVENT_UPDATE, {"b_id": event.id,
+                                                        **_settled_values(EventStatus.PROCESSED)})
     except Exception as exc:  # a handler may raise anything; it is recorded and retried
         error = "".join(traceback.format_exception_only(type(exc), exc)).strip() or type(exc).__name__
         detail = traceback.format_exc()[-MAX_ERROR_CHARS:]
         elapsed = time.perf_counter() - started
         status = RunStatus.DEAD if attempt >= runtime.settings.MAX_ATTEMPTS else RunStatus.FAILED
         async with runtime.db.sessions() as session, session.begin():
-            await session.execute(
-                update(HandlerRunRow)
-                .where(HandlerRunRow.event_id == event.id, HandlerRunRow.handler == handler.name)
-                .values(status=status, duration_ms=elapsed * 1000, finished_at=utcnow(), last_error=detail)
-            )
+            await session.execute(_RUN_UPDATE, {
+                "b_event_id": event.id, "b_handler": handler.name, "status": status,
+                "duration_ms": elapsed * 1000, "finished_at": utcnow(), "last_error": detail})
     runtime.metrics.observe("dodo_handler_duration_seconds", elapsed, handler=handler.name)
     return error
+
+
+# Built once: Core statements with the values as parameters (no ORM bulk-update bookkeeping, no
+# new statement and cache key per event).
+_RUNS: Any = HandlerRunRow.__table__
+_RUN_UPDATE = update(_RUNS).where(_RUNS.c.event_id == bindparam("b_event_id"),
+                                  _RUNS.c.handler == bindparam("b_handler"))
+_EVENTS: Any = EventRow.__table__
+_EVENT_UPDATE = update(_EVENTS).where(_EVENTS.c.id == bindparam("b_id"))
 
 
 def _settled_values(status: str, *, retry_in: float | None = None, error: str | None = None) -> dict[str, Any]:
@@ -243,4 +247,4 @@ async def _settle(runtime: Runtime, event_id: str, status: str, *, retry_in: flo
                   error: str | None = None) -> None:
     values = _settled_values(status, retry_in=retry_in, error=error)
     async with runtime.db.sessions() as session, session.begin():
-        await session.execute(update(EventRow).where(EventRow.id == event_id).values(**values))
+        await session.execute(_EVENT_UPDATE, {"b_id": event_id, **values})
