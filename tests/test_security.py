@@ -250,3 +250,50 @@ async def test_request_headers_that_never_end_are_cut_off(stack_factory: Any) ->
 
         async with httpx.AsyncClient() as http:  # and ordinary requests are unaffected
             assert (await http.get(f"{base_url}/health")).status_code == 200
+
+
+class _Planted:
+    """Unpickling this would create a file: what an attacker with write access to Redis plants."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (self.path, "w"))
+
+
+async def test_a_pickled_job_planted_in_redis_runs_no_code(stack_factory: Any, registry: Any,
+                                                           tmp_path: Any) -> None:
+    """Jobs are JSON: a pickle put on the queue by someone who can write to Redis is refused by the
+    worker, and the queue keeps flowing."""
+    import pickle
+
+    from redis.asyncio import Redis
+
+    from worker import queue
+
+    @registry.on("payment.succeeded")
+    async def paid(event: Any, ctx: Any) -> None:
+        return None
+
+    marker = tmp_path / "pwned"
+    stack = await stack_factory(worker=False)
+    planted_id = queue.job_id(stack.settings.QUEUE_NAME, "planted")
+    client = Redis.from_url(stack.settings.REDIS_URL or "")
+    try:
+        job = {"t": 1, "f": queue.PROCESS_EVENT, "a": [_Planted(str(marker))], "k": {}, "et": 0}
+        await client.psetex(f"arq:job:{planted_id}", 60_000, pickle.dumps(job))
+        await client.zadd(stack.settings.QUEUE_NAME, {planted_id: 1})  # arq skips a score of 0
+        await stack.start_worker()
+        event_id, response = await stack.send("payment.succeeded")
+        assert response.status_code == 200
+        await stack.wait_status(event_id, "processed")
+
+        async def planted_job_gone() -> bool:
+            return await client.zscore(stack.settings.QUEUE_NAME, planted_id) is None
+
+        await wait_until(planted_job_gone, what="the worker to drop the planted job")
+        assert not marker.exists()
+    finally:
+        await client.delete(f"arq:job:{planted_id}")
+        await client.aclose()

@@ -94,6 +94,7 @@ def build_worker(
         "keep_result": 0,
         "job_completion_wait": settings.SHUTDOWN_GRACE_SECONDS,
         "health_check_key": f"{settings.QUEUE_NAME}:health-check",
+        **queue.SERIALIZERS,
     }
     options.update(overrides)
     return Worker(**options)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 from arq.connections import ArqRedis, RedisSettings
 from arq.constants import job_key_prefix, result_key_prefix
-from arq.jobs import serialize_job
+from arq.jobs import serialize_job as arq_serialize_job
 from arq.utils import timestamp_ms
 from redis.asyncio import ConnectionPool
 from redis.exceptions import RedisError
@@ -27,12 +29,26 @@ def redis_settings(url: str) -> RedisSettings:
     return settings
 
 
+def serialize_job(data: Any) -> bytes:
+    """arq's jobs and results as JSON, not arq's default pickle: unpickling what is in Redis would
+    let anyone who can write to Redis run code in the workers. Our jobs carry an event id only;
+    a result that is not JSON (an exception) is stored as its text."""
+    return json.dumps(data, separators=(",", ":"), default=str).encode()
+
+
+def deserialize_job(raw: bytes) -> Any:
+    return json.loads(raw)
+
+
+SERIALIZERS: dict[str, Any] = {"job_serializer": serialize_job, "job_deserializer": deserialize_job}
+
+
 def connect(url: str) -> ArqRedis:
     """A lazily connecting pool: creating it never fails, so a web process starts without Redis."""
     pool = ConnectionPool.from_url(
         url, socket_connect_timeout=1.0, socket_timeout=2.0, health_check_interval=15
     )
-    return ArqRedis(connection_pool=pool)
+    return ArqRedis(connection_pool=pool, **SERIALIZERS)
 
 
 def job_id(queue_name: str, event_id: str) -> str:
@@ -92,7 +108,7 @@ async def enqueue_events(redis: ArqRedis, queue_name: str, event_ids: list[str])
     now = timestamp_ms()
     argv: list[str | bytes] = [job_key_prefix, result_key_prefix, str(redis.expires_extra_ms), str(now)]
     for event_id in event_ids:
-        argv += [job_id(queue_name, event_id), serialize_job(PROCESS_EVENT, (event_id,), {}, None, now,
+        argv += [job_id(queue_name, event_id), arq_serialize_job(PROCESS_EVENT, (event_id,), {}, None, now,
                                          serializer=redis.job_serializer)]
     try:
         await asyncio.wait_for(
