@@ -76,6 +76,16 @@ async def test_token_required_and_filters_checked(ent_stack: Stack) -> None:
     assert no_filter.status_code == 400 and "customer_id" in no_filter.json()["error"]
     unknown = await entitlements_response(ent_stack, colour="blue")
     assert unknown.status_code == 400
+    too_many = await entitlements_response(ent_stack, **{f"metadata.k{i}": "v" for i in range(6)})
+    assert too_many.status_code == 400 and "at most 5" in too_many.json()["error"]
+
+
+async def test_download_links_use_public_url_when_set(stack_factory: Any, catalog_path: Any) -> None:
+    """Behind a proxy the request's Host may be internal (or forged): links use PUBLIC_URL."""
+    stack = await stack_factory(ENTITLEMENTS_FILE=str(catalog_path), PUBLIC_URL="https://files.example.com")
+    await send_and_wait(stack, "payment.succeeded", payment("pay_pub1", [(FILE_ONLY, 1)]))
+    [grant] = await entitlements(stack, payment_id="pay_pub1")
+    assert grant["file"]["download_url"].startswith("https://files.example.com/v1/downloads/")
 
 
 async def test_no_token_configured_answers_503(stack_factory: Any, catalog_path: Any) -> None:

@@ -21,6 +21,7 @@ log = logging.getLogger("dodo_worker.api")
 
 _KEYS = ("customer_id", "email", "payment_id", "subscription_id", "status")
 _NEED = "give at least one of customer_id, email, payment_id, subscription_id, metadata.KEY=VALUE"
+MAX_METADATA_FILTERS = 5  # each is a join; more than a few is never a real lookup
 
 
 def filters_from(request: Request) -> Filters | str:
@@ -33,6 +34,8 @@ def filters_from(request: Request) -> Filters | str:
             setattr(filters, name, value)
         else:
             return f"unknown filter {name!r}; {_NEED}"
+    if len(filters.metadata) > MAX_METADATA_FILTERS:
+        return f"at most {MAX_METADATA_FILTERS} metadata filters"
     if filters.status is not None and filters.status not in GrantStatus.ALL:
         return f"status must be one of {', '.join(GrantStatus.ALL)}"
     if not filters.selects_someone():
@@ -53,7 +56,9 @@ async def list_entitlements(request: Request, state: State) -> Response[bytes]:
     try:
         async with runtime.db.sessions() as session:
             rows = await find_grants(session, filters)
-            found = await grants_json(session, rows, settings, base_url=str(request.base_url))
+            # PUBLIC_URL when set: behind a proxy the request's own host may be an internal one.
+            base = settings.PUBLIC_URL or str(request.base_url)
+            found = await grants_json(session, rows, settings, base_url=base)
     except (SQLAlchemyError, OSError) as exc:
         log.warning("entitlements lookup failed: %s", type(exc).__name__)
         return error(503, "store unavailable")
