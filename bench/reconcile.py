@@ -203,8 +203,9 @@ async def measure(backend: str, api_url: str, args: argparse.Namespace, redis_ur
                 keys = [f"{p}{settings.QUEUE_NAME}:{i}" for i in ids for p in prefixes]
                 for start in range(0, len(keys), 1000):
                     await redis.delete(*keys[start:start + 1000])
-                async for key in redis.scan_iter(match=f"{settings.QUEUE_NAME}*", count=1000):
-                    await redis.delete(key)
+                for pattern in (f"{settings.QUEUE_NAME}*", f"arq:*:{settings.QUEUE_NAME}:*"):  # + cron jobs
+                    async for key in redis.scan_iter(match=pattern, count=1000):
+                        await redis.delete(key)
                 await redis.aclose(close_connection_pool=True)
     return rows
 

@@ -241,7 +241,7 @@ async def dodo_rate(kind: str, redis_url: str, count: int, concurrency: int) -> 
                 await drain(worker, done)
             finally:
                 await counter.db.dispose()
-                await clean_redis(redis_url, [f"{settings.QUEUE_NAME}*", f"arq:*{prefix}_*"])
+                await clean_redis(redis_url, [*queue_patterns(settings.QUEUE_NAME), f"arq:*{prefix}_*"])
             return count / (await last_processed(settings, count) - clock.started)
 
 
@@ -251,6 +251,11 @@ NOOP = {"count": 0, "last": 0.0}  # arq gives each job its own copy of ctx, so n
 async def noop(ctx: dict[str, Any]) -> None:
     NOOP["count"] += 1
     NOOP["last"] = time.time()
+
+
+def queue_patterns(queue_name: str) -> list[str]:
+    """Every Redis key of one queue: its own keys and arq's job keys (job ids start with it)."""
+    return [f"{queue_name}*", f"arq:*:{queue_name}:*"]
 
 
 async def arq_rate(redis_url: str, count: int, concurrency: int) -> float:
@@ -283,7 +288,7 @@ async def arq_rate(redis_url: str, count: int, concurrency: int) -> float:
     try:
         await drain(worker, done)
     finally:
-        await clean_redis(redis_url, [f"{settings.QUEUE_NAME}*", f"arq:*{prefix}_*"])
+        await clean_redis(redis_url, [*queue_patterns(settings.QUEUE_NAME), f"arq:*{prefix}_*"])
     return count / (float(NOOP["last"]) - clock.started)
 
 
@@ -390,7 +395,7 @@ async def latency(kind: str, redis_url: str, rate: float, seconds: float, concur
                     run = await paced(port, secret, prefix, rate, seconds)
                     done = await processed_times(db_url, run.ids)
             finally:
-                await clean_redis(redis_url, [f"{settings.QUEUE_NAME}*", f"arq:*{prefix}*"])
+                await clean_redis(redis_url, [*queue_patterns(settings.QUEUE_NAME), f"arq:*{prefix}*"])
     assert run.statuses == {200: len(run.ids)}, run.statuses
     assert len(done) == len(run.ids), f"{len(done)} of {len(run.ids)} processed"
     total = [done[event_id] - due for event_id, due in zip(run.ids, run.scheduled, strict=True)]
