@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import loadgen  # noqa: E402
+from bench.processes import stop_process  # noqa: E402
 from worker.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
 from worker.samples import load_sample  # noqa: E402
 from worker.signing import generate_secret, signed_headers  # noqa: E402
@@ -56,11 +57,7 @@ def serve(server: str, factory: str, env: dict[str, str]) -> Iterator[int]:
             time.sleep(0.05)
         yield port
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process)
 
 
 def signed_requests(port: int, secret: str, count: int, prefix: str) -> list[bytes]:

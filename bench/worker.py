@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import loadgen  # noqa: E402
+from bench.processes import stop_process  # noqa: E402
 from bench.receiver import serve  # noqa: E402
 from worker.samples import load_sample  # noqa: E402
 from worker.signing import generate_secret, signed_headers  # noqa: E402
@@ -302,11 +303,7 @@ def worker_process(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
     try:
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process, 30)
 
 
 @dataclass
