@@ -58,6 +58,25 @@ async def wait_until(predicate: Callable[[], Awaitable[Any]], timeout: float = W
 
 
 @contextlib.asynccontextmanager
+async def serving(config: uvicorn.Config, what: str = "uvicorn to start") -> AsyncIterator[str]:
+    """Serve `config` (host and port set) over real HTTP in this event loop; yields its base URL."""
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+
+    async def started() -> bool:
+        if task.done():
+            task.result()
+        return bool(server.started)
+
+    await wait_until(started, what=what)
+    try:
+        yield f"http://{config.host}:{config.port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@contextlib.asynccontextmanager
 async def fresh_database(kind: str, tmp_dir: str) -> AsyncIterator[str]:
     """A migrated, empty database of `kind` ('sqlite' or 'postgresql'), dropped afterwards."""
     if kind == "sqlite":

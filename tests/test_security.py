@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.support import Stack, free_port, sample_envelope, wait_until
+from tests.support import Stack, free_port, sample_envelope, serving, wait_until
 from worker.jobs import build_worker
 from worker.settings import ConfigError, load_settings
 from worker.signing import generate_secret, new_message_id, signed_headers
@@ -187,28 +187,12 @@ async def test_a_token_with_a_trailing_newline_still_opens_the_read_api(stack_fa
 @contextlib.asynccontextmanager
 async def served_as_web_runs_it(stack: Stack) -> AsyncIterator[str]:
     """The app under uvicorn with the options `dodo-worker web` uses (worker/cli/serve.py)."""
-    import uvicorn
-
     from worker.cli.serve import server_config
     from worker.web.app import create_app
 
-    port = free_port()
-    server = uvicorn.Server(server_config(create_app(stack.settings, stack.registry), stack.settings,
-                                          "127.0.0.1", port))
-    server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
-    task = asyncio.create_task(server.serve())
-
-    async def started() -> bool:
-        if task.done():
-            task.result()
-        return bool(server.started)
-
-    await wait_until(started, what="uvicorn to start")
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+    config = server_config(create_app(stack.settings, stack.registry), stack.settings, "127.0.0.1", free_port())
+    async with serving(config) as url:
+        yield url
 
 
 async def closed_by_server(reader: asyncio.StreamReader, within: float) -> bytes:

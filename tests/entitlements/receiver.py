@@ -3,7 +3,6 @@ request and answers 500 to the first `fail_first` tries of each message (by `web
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -11,7 +10,7 @@ from typing import Any
 
 import uvicorn
 
-from tests.support import free_port, wait_until
+from tests.support import free_port, serving
 
 
 @dataclass
@@ -53,18 +52,6 @@ class HookEndpoint:
 async def serve(app: Any, host: str = "127.0.0.1", port: int | None = None) -> AsyncIterator[str]:
     """Serve `app` over real HTTP in this event loop; yields its base URL."""
     port = port or free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                                           lifespan="off"))
-    task = asyncio.create_task(server.serve())
-
-    async def started() -> bool:
-        if task.done():
-            task.result()
-        return bool(server.started)
-
-    await wait_until(started, what=f"the hook endpoint on {host}:{port} to start")
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.should_exit = True
-        await task
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
+    async with serving(config, what=f"the hook endpoint on {host}:{port} to start") as url:
+        yield url
