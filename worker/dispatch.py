@@ -2,23 +2,32 @@
 
 Per event: claim it (`processing`, attempts + 1) and mark each handler still owed a run as
 `running` with its attempt counted *before* it runs, so a worker killed mid-handler still
-uses up an attempt. Each handler then runs in its own transaction, which also records its
-success: a handler that succeeded is never run again for this event. Failures are recorded
-afterwards. The outcome is `processed`, `ignored`, `dead`, or `retry` after a back-off.
+uses up an attempt. Each handler then runs in a transaction which also records its success: a
+handler that succeeded is never run again for this event. Failures are recorded too. The
+outcome is `processed`, `ignored`, `dead`, or `retry` after a back-off.
+
+Under load the worker batches (worker/coalesce.py): the claims of events arriving together are
+one transaction, and so are their handlers registered with `@on(..., batched=True)` (the
+built-in entitlement handlers), each in its own savepoint. Other handlers run in their own
+transaction, concurrently, one event per arq job, as before.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
 import traceback
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from worker.coalesce import Coalescer
 from worker.context import Context
 from worker.events import Event
 from worker.logs import event_logger
@@ -30,6 +39,8 @@ from worker.store.models import utcnow
 
 MAX_ERROR_CHARS = 4000
 
+log = logging.getLogger("dodo_worker.dispatch")
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -39,7 +50,7 @@ class Outcome:
 
 @dataclass
 class _Claim:
-    row: EventRow
+    row: _Claimed
     handlers: list[Handler]
     to_run: list[Handler]
     attempts: dict[str, int]
@@ -47,46 +58,47 @@ class _Claim:
     earlier_dead: bool  # a run was dead before this try (it waits for `events replay`)
     first_attempt: bool
 
+    @property
+    def clean(self) -> bool:
+        """Nothing is dead, so success may settle the event as `processed`."""
+        return not self.dead and not self.earlier_dead
+
 
 async def process_event(runtime: Runtime, event_id: str) -> Outcome:
     log = event_logger(event_id)
-    claim = await _claim(runtime, event_id)
-    if claim is None:
+    step = await _coalescer(runtime).submit(event_id)
+    if step is None:
         return Outcome("skipped")
+    claim, event = step.claim, step.event
     row = claim.row
     if claim.first_attempt:
         lag = (utcnow() - row.received_at).total_seconds()
         runtime.metrics.observe("dodo_queue_lag_seconds", max(0.0, lag))
 
-    if not claim.handlers:  # settled as `ignored` by the claim itself
+    if event is None:  # settled as `ignored` by the claim itself
         runtime.metrics.inc("dodo_events_ignored_total", type=row.type)
         log.info("%s ignored: %s", row.type, row.last_error or "no handler for this type")
         return Outcome("ignored")
 
-    try:
-        envelope = json.loads(row.body)
-    except ValueError:
-        envelope = {"type": row.type}
-    event = Event.from_envelope(event_id, envelope if isinstance(envelope, dict) else {"type": row.type},
-                                source=row.source)
-
     max_attempts = runtime.settings.MAX_ATTEMPTS
     failed: dict[str, int] = {}
-    settled = False
-    for index, handler in enumerate(claim.to_run):
+    errors = dict(step.batched.errors)
+    settled = step.batched.settled
+    alone = [h for h in claim.to_run if not h.batched]
+    for index, handler in enumerate(alone):
         # The last handler's transaction also settles the event when everything else went well:
         # one commit fewer per event, and "processed" lands atomically with the last success.
-        last = index == len(claim.to_run) - 1
-        settle = last and not failed and not claim.dead and not claim.earlier_dead
+        settle = index == len(alone) - 1 and not errors and claim.clean
         error = await _run_handler(runtime, event, handler, claim.attempts[handler.name], settle=settle)
         if error is not None:
-            failed[handler.name] = claim.attempts[handler.name]
-            runtime.metrics.inc("dodo_handler_failures_total", handler=handler.name)
-            event_logger(event_id, handler.name).warning(
-                "attempt %d/%d failed: %s", claim.attempts[handler.name], max_attempts, error.splitlines()[-1]
-            )
+            errors[handler.name] = error
         elif settle:
             settled = True
+    for name, error in errors.items():
+        failed[name] = claim.attempts[name]
+        runtime.metrics.inc("dodo_handler_failures_total", handler=name)
+        event_logger(event_id, name).warning(
+            "attempt %d/%d failed: %s", claim.attempts[name], max_attempts, error.splitlines()[-1])
 
     retriable = {name: n for name, n in failed.items() if n < max_attempts}
     dead = sorted(name for name, n in failed.items() if n >= max_attempts) + claim.dead
@@ -110,115 +122,298 @@ async def process_event(runtime: Runtime, event_id: str) -> Outcome:
     return Outcome("processed")
 
 
-async def _claim(runtime: Runtime, event_id: str) -> _Claim | None:
-    """In one transaction: take the event (`processing`, attempts + 1), or settle it as `ignored`
-    when no handler matches; count an attempt on every run still owed (marked `running` before
-    it runs, so a worker killed mid-handler still uses it up); mark dead the runs whose worker
-    died during their last attempt."""
-    now = utcnow()
+def _coalescer(runtime: Runtime) -> Coalescer[str, _Step | None]:
+    """The worker's batcher of events (one per runtime). One batch runs at a time: the worker is
+    CPU-bound, and the events that arrive meanwhile make the next batch bigger."""
+    coalescer = runtime.coalescers.get("events")
+    if coalescer is None:
+        coalescer = Coalescer(partial(_claim_and_run, runtime), max_size=runtime.settings.WORKER_BATCH_SIZE)
+        runtime.coalescers["events"] = coalescer
+    return coalescer
+
+
+@dataclass(frozen=True)
+class _Step:
+    """An event claimed, and its batched handlers run (if it has any)."""
+
+    claim: _Claim
+    event: Event | None  # None: settled by the claim (`ignored`)
+    batched: _BatchResult
+
+
+async def _claim_and_run(runtime: Runtime, event_ids: list[str]) -> list[_Step | None]:
+    """Claim the events in one transaction, then run their batched handlers in another."""
+    steps: list[_Step | None] = []
+    items: list[_BatchItem] = []
+    for claim in await _claim_many(runtime, event_ids):
+        if claim is None:
+            steps.append(None)
+            continue
+        event = _event_of(claim) if claim.handlers else None
+        batched = [h for h in claim.to_run if h.batched]
+        result = _BatchResult()
+        if event is not None and batched:
+            # The batch also settles the event when nothing else is left to run.
+            settle = claim.clean and len(batched) == len(claim.to_run)
+            items.append(_BatchItem(event, batched, claim.attempts, settle, result))
+        steps.append(_Step(claim, event, result))
+    if items:
+        await _run_batch(runtime, items)
+    return steps
+
+
+def _event_of(claim: _Claim) -> Event:
+    row = claim.row
+    try:
+        envelope = json.loads(row.body)
+    except ValueError:
+        envelope = {"type": row.type}
+    return Event.from_envelope(row.id, envelope if isinstance(envelope, dict) else {"type": row.type},
+                               source=row.source)
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    """What processing needs of an event's inbox row."""
+
+    id: str
+    type: str
+    source: str
+    body: str
+    received_at: datetime
+    last_error: str | None
+
+
+async def _claim_many(runtime: Runtime, event_ids: list[str]) -> list[_Claim | None]:
+    """Claim several events in one transaction (see `_claim_rows`); None for an event that is
+    missing or already settled. Rows are locked in id order, so two batches never deadlock."""
     async with runtime.db.sessions() as session, session.begin():
-        row = await session.get(EventRow, event_id, with_for_update=True)
-        if row is None:
+        found = (await session.execute(_CLAIM_SELECT, {"ids": sorted(set(event_ids))})).mappings().all()
+        rows = {row["id"]: row for row in found}
+        claims = await _claim_rows(runtime, session, rows)
+    for event_id in event_ids:
+        if event_id not in rows:
             event_logger(event_id).warning("not in the inbox; nothing to do")
-            return None
-        if row.status in EventStatus.SETTLED:
-            return None
-        first_attempt = row.attempts == 0
-        row.attempts += 1
-        row.updated_at = now
-        handlers = runtime.registry.handlers_for(row.type)
-        if not handlers:
-            row.status = EventStatus.IGNORED
-            row.processed_at = now
-            row.next_attempt_at = None
-            row.last_error = None
-            return _Claim(row, [], [], {}, [], False, first_attempt)
-        twin = await _handled_twin(session, row) if first_attempt else None
-        if twin is not None:
-            row.status = EventStatus.IGNORED
-            row.processed_at = now
-            row.next_attempt_at = None
-            row.last_error = f"already handled as event {twin}"
-            return _Claim(row, [], [], {}, [], False, first_attempt)
-        row.status = EventStatus.PROCESSING
-        runs: dict[str, HandlerRunRow] = {}
-        if not first_attempt:  # runs are only ever created here, so a first claim finds none
-            result = await session.scalars(select(HandlerRunRow).where(HandlerRunRow.event_id == event_id))
-            runs = {run.handler: run for run in result}
+    return [claims.get(event_id) for event_id in event_ids]
+
+
+async def _claim_rows(runtime: Runtime, session: AsyncSession, rows: dict[str, Any]) -> dict[str, _Claim]:
+    """Per event not yet settled: take it (`processing`, attempts + 1), or settle it as `ignored`
+    when no handler matches or reconciliation already handled its object; count an attempt on
+    every run still owed (marked `running` before it runs, so a worker killed mid-handler still
+    uses it up); mark dead the runs whose worker died during their last attempt."""
+    now = utcnow()
+    max_attempts = runtime.settings.MAX_ATTEMPTS
+    live = {event_id: row for event_id, row in rows.items() if row["status"] not in EventStatus.SETTLED}
+    # Runs are only ever created by a claim, so an event never claimed before has none.
+    runs: dict[str, dict[str, Any]] = {event_id: {} for event_id in live}
+    retried = [event_id for event_id, row in live.items() if row["attempts"] > 0]
+    if retried:
+        for run in (await session.execute(_RUNS_SELECT, {"ids": retried})).mappings():
+            runs[run["event_id"]][run["handler"]] = run
+    twins = await _handled_twins(session, [row for row in live.values() if row["attempts"] == 0])
+
+    claims: dict[str, _Claim] = {}
+    event_updates: list[dict[str, Any]] = []
+    run_inserts: list[dict[str, Any]] = []
+    run_updates: list[dict[str, Any]] = []
+    for event_id, row in live.items():
+        first_attempt = row["attempts"] == 0
+        update = {"b_id": event_id, "attempts": row["attempts"] + 1, "updated_at": now,
+                  "status": EventStatus.PROCESSING, "processed_at": row["processed_at"],
+                  "next_attempt_at": row["next_attempt_at"], "last_error": row["last_error"]}
+        event_updates.append(update)
+        handlers = runtime.registry.handlers_for(row["type"])
+        twin = twins.get(event_id)
+        if not handlers or twin is not None:
+            update.update(status=EventStatus.IGNORED, processed_at=now, next_attempt_at=None,
+                          last_error=f"already handled as event {twin}" if twin else None)
+            claims[event_id] = _Claim(_claimed(row, update["last_error"]), [], [], {}, [], False, first_attempt)
+            continue
+        done = runs[event_id]
         # Succeeded runs are done for good; dead ones wait for `events replay`.
-        owed = [h for h in handlers if runs.get(h.name) is None
-                or runs[h.name].status in (RunStatus.RUNNING, RunStatus.FAILED)]
-        max_attempts = runtime.settings.MAX_ATTEMPTS
+        owed = [h for h in handlers if h.name not in done or done[h.name]["status"] in (RunStatus.RUNNING,
+                                                                                     RunStatus.FAILED)]
         # A run still marked `running` from an earlier try means that worker died mid-handler.
-        crashed_out = [h for h in owed if runs.get(h.name) is not None and runs[h.name].attempts >= max_attempts]
+        crashed_out = [h for h in owed if h.name in done and done[h.name]["attempts"] >= max_attempts]
         to_run = [h for h in owed if h not in crashed_out]
-        earlier_dead = any(run.status == RunStatus.DEAD for run in runs.values())
+        earlier_dead = any(run["status"] == RunStatus.DEAD for run in done.values())
         attempts: dict[str, int] = {}
         for handler in to_run:
-            existing = runs.get(handler.name)
+            existing = done.get(handler.name)
+            attempts[handler.name] = 1 if existing is None else existing["attempts"] + 1
             if existing is None:
-                session.add(HandlerRunRow(event_id=event_id, handler=handler.name, status=RunStatus.RUNNING,
-                                          attempts=1, started_at=now))
-                attempts[handler.name] = 1
+                run_inserts.append({"event_id": event_id, "handler": handler.name, "status": RunStatus.RUNNING,
+                                    "attempts": 1, "started_at": now})
             else:
-                attempts[handler.name] = existing.attempts + 1
-                existing.status, existing.attempts, existing.started_at = RunStatus.RUNNING, attempts[handler.name], now
+                run_updates.append({**_run_values(existing), "b_run_id": existing["id"],
+                                    "status": RunStatus.RUNNING, "attempts": attempts[handler.name],
+                                    "started_at": now})
         for handler in crashed_out:
-            run = runs[handler.name]
-            run.status, run.last_error, run.finished_at = (RunStatus.DEAD, "worker stopped during the last attempt",
-                                                           now)
-        await session.flush()
-        session.expunge_all()
-    return _Claim(row, handlers, to_run, attempts, [h.name for h in crashed_out], earlier_dead, first_attempt)
+            run_updates.append({**_run_values(done[handler.name]), "b_run_id": done[handler.name]["id"],
+                                "status": RunStatus.DEAD, "last_error": "worker stopped during the last attempt",
+                                "finished_at": now})
+        claims[event_id] = _Claim(_claimed(row, row["last_error"]), handlers, to_run, attempts,
+                                  [h.name for h in crashed_out], earlier_dead, first_attempt)
+    if event_updates:
+        await session.execute(_EVENT_UPDATE, event_updates)
+    if run_inserts:
+        await session.execute(_RUN_INSERT, run_inserts)
+    if run_updates:
+        await session.execute(_RUN_UPDATE_BY_ID, run_updates)
+    return claims
+
+
+def _claimed(row: Any, last_error: str | None) -> _Claimed:
+    return _Claimed(row["id"], row["type"], row["source"], row["body"], row["received_at"], last_error)
+
+
+def _run_values(run: Any) -> dict[str, Any]:
+    return {"status": run["status"], "attempts": run["attempts"], "started_at": run["started_at"],
+            "finished_at": run["finished_at"], "last_error": run["last_error"]}
 
 
 # Types that happen once per object: the ones reconciliation injects when a webhook went missing.
 ONCE_PER_OBJECT = frozenset({"payment.succeeded", "refund.succeeded", "dispute.lost"})
 
 
-async def _handled_twin(session: AsyncSession, row: EventRow) -> str | None:
-    """The id of an event already processed for the same object and type, when one of the two
-    came from reconciliation: a webhook that arrives after its repair (or a repair that raced
-    its webhook) is the same news, and the merchant's handlers should not hear it twice."""
-    if row.type not in ONCE_PER_OBJECT or not row.object_id:
-        return None
-    query = select(EventRow.id).where(
-        EventRow.type == row.type, EventRow.object_id == row.object_id, EventRow.id != row.id,
-        EventRow.status == EventStatus.PROCESSED,
-    ).limit(1)
-    if row.source != EventSource.RECONCILE:
-        query = query.where(EventRow.source == EventSource.RECONCILE)
-    return await session.scalar(query)
+async def _handled_twins(session: AsyncSession, rows: list[Any]) -> dict[str, str]:
+    """For each first-time event, the id of an event already processed for the same object and
+    type, when one of the two came from reconciliation: a webhook that arrives after its repair
+    (or a repair that raced its webhook) is the same news, and the merchant's handlers should not
+    hear it twice. One query for the whole batch."""
+    wanted = [row for row in rows if row["type"] in ONCE_PER_OBJECT and row["object_id"]]
+    if not wanted:
+        return {}
+    query = select(_EVENTS.c.id, _EVENTS.c.type, _EVENTS.c.object_id, _EVENTS.c.source).where(
+        _EVENTS.c.type.in_({row["type"] for row in wanted}),
+        _EVENTS.c.object_id.in_({row["object_id"] for row in wanted}),
+        _EVENTS.c.status == EventStatus.PROCESSED,
+    ).order_by(_EVENTS.c.id)
+    processed: dict[tuple[str, str], list[Any]] = {}
+    for other in (await session.execute(query)).mappings():
+        processed.setdefault((other["type"], other["object_id"]), []).append(other)
+    twins: dict[str, str] = {}
+    for row in wanted:
+        for other in processed.get((row["type"], row["object_id"]), []):
+            if other["id"] != row["id"] and EventSource.RECONCILE in (row["source"], other["source"]):
+                twins[row["id"]] = other["id"]
+                break
+    return twins
+
+
+@dataclass(frozen=True)
+class _BatchItem:
+    event: Event
+    handlers: list[Handler]
+    attempts: dict[str, int]
+    settle: bool  # mark the event `processed` if all these handlers succeed
+    result: _BatchResult
+
+
+@dataclass
+class _BatchResult:
+    errors: dict[str, str] = field(default_factory=dict)
+    settled: bool = False
+
+
+async def _run_batch(runtime: Runtime, items: list[_BatchItem]) -> None:
+    """Run the batched handlers of several events in one transaction, with their run records and
+    the settling of their events: one commit, and each kind of row in one INSERT, for the batch.
+
+    No savepoints (two more round trips per handler): if any handler raises, or the transaction
+    fails as a whole (the database went away, a deadlock), nothing of the batch is kept and each
+    event's handlers run again on their own, each in its own transaction, where a failure is
+    recorded and retried as usual. Batched handlers only work in `ctx.session`, so running them
+    again after a rollback changes nothing outside it."""
+    if len(items) == 1:
+        await _run_alone(runtime, items[0])
+        return
+    try:
+        async with runtime.db.sessions() as session, session.begin():
+            run_updates: list[dict[str, Any]] = []
+            settled: list[dict[str, Any]] = []
+            timings: list[tuple[str, float]] = []
+            for item in items:
+                for handler in item.handlers:
+                    started = time.perf_counter()
+                    context = _context(runtime, session, item.event, handler, item.attempts[handler.name])
+                    async with asyncio.timeout(runtime.settings.JOB_TIMEOUT_SECONDS):
+                        await handler.func(item.event, context)
+                    elapsed = time.perf_counter() - started
+                    run_updates.append(_run_succeeded(item.event.id, handler, elapsed))
+                    timings.append((handler.name, elapsed))
+                if item.settle:
+                    settled.append({"b_id": item.event.id, **_settled_values(EventStatus.PROCESSED)})
+            await session.execute(_RUN_UPDATE, run_updates)
+            if settled:
+                await session.execute(_EVENT_UPDATE, settled)
+    except Exception as exc:  # a handler may raise anything; each event then runs on its own
+        log.info("a batch of %d event(s) was rolled back (%s); running each on its own",
+                 len(items), _error_text(exc).splitlines()[-1])
+        for item in items:
+            await _run_alone(runtime, item)
+        return
+    for name, elapsed in timings:
+        runtime.metrics.observe("dodo_handler_duration_seconds", elapsed, handler=name)
+    for item in items:
+        item.result.settled = item.settle
+
+
+async def _run_alone(runtime: Runtime, item: _BatchItem) -> None:
+    """Each handler of one event in its own transaction (the last one also settles it)."""
+    result = item.result
+    for index, handler in enumerate(item.handlers):
+        settle = item.settle and index == len(item.handlers) - 1 and not result.errors
+        error = await _run_handler(runtime, item.event, handler, item.attempts[handler.name], settle=settle)
+        if error is not None:
+            result.errors[handler.name] = error
+        elif settle:
+            result.settled = True
+
+
+def _context(runtime: Runtime, session: AsyncSession, event: Event, handler: Handler, attempt: int) -> Context:
+    return Context(session=session, settings=runtime.settings, log=event_logger(event.id, handler.name),
+                   event_id=event.id, handler=handler.name, attempt=attempt, resources=runtime.resources)
+
+
+def _error_text(exc: BaseException) -> str:
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip() or type(exc).__name__
+
+
+def _run_succeeded(event_id: str, handler: Handler, elapsed: float) -> dict[str, Any]:
+    return {"b_event_id": event_id, "b_handler": handler.name, "status": RunStatus.SUCCEEDED,
+            "duration_ms": elapsed * 1000, "finished_at": utcnow(), "last_error": None}
+
+
+def _run_failed(runtime: Runtime, event_id: str, handler: Handler, attempt: int, elapsed: float) -> dict[str, Any]:
+    """The run's record after a failure (call it in the `except` block: it keeps the traceback)."""
+    status = RunStatus.DEAD if attempt >= runtime.settings.MAX_ATTEMPTS else RunStatus.FAILED
+    return {"b_event_id": event_id, "b_handler": handler.name, "status": status,
+            "duration_ms": elapsed * 1000, "finished_at": utcnow(),
+            "last_error": traceback.format_exc()[-MAX_ERROR_CHARS:]}
 
 
 async def _run_handler(runtime: Runtime, event: Event, handler: Handler, attempt: int, *,
                        settle: bool = False) -> str | None:
-    """Run one handler; None on success, else the error text (recorded on the run). With
-    `settle`, its success also marks the event `processed`, in the same transaction."""
+    """Run one handler in its own transaction; None on success, else the error text (recorded on
+    the run). With `settle`, its success also marks the event `processed`, in the same transaction."""
     started = time.perf_counter()
     error: str | None = None
     try:
         async with runtime.db.sessions() as session, session.begin():
-            ctx = Context(session=session, settings=runtime.settings,
-                          log=event_logger(event.id, handler.name), event_id=event.id,
-                          handler=handler.name, attempt=attempt, resources=runtime.resources)
-            await handler.func(event, ctx)
+            await handler.func(event, _context(runtime, session, event, handler, attempt))
             elapsed = time.perf_counter() - started
-            await session.execute(_RUN_UPDATE, {
-                "b_event_id": event.id, "b_handler": handler.name, "status": RunStatus.SUCCEEDED,
-                "duration_ms": elapsed * 1000, "finished_at": utcnow(), "last_error": None})
+            await session.execute(_RUN_UPDATE, _run_succeeded(event.id, handler, elapsed))
             if settle:
                 await session.execute(_EVENT_UPDATE, {"b_id": event.id,
                                                         **_settled_values(EventStatus.PROCESSED)})
     except Exception as exc:  # a handler may raise anything; it is recorded and retried
-        error = "".join(traceback.format_exception_only(type(exc), exc)).strip() or type(exc).__name__
-        detail = traceback.format_exc()[-MAX_ERROR_CHARS:]
+        error = _error_text(exc)
         elapsed = time.perf_counter() - started
-        status = RunStatus.DEAD if attempt >= runtime.settings.MAX_ATTEMPTS else RunStatus.FAILED
+        failed = _run_failed(runtime, event.id, handler, attempt, elapsed)
         async with runtime.db.sessions() as session, session.begin():
-            await session.execute(_RUN_UPDATE, {
-                "b_event_id": event.id, "b_handler": handler.name, "status": status,
-                "duration_ms": elapsed * 1000, "finished_at": utcnow(), "last_error": detail})
+            await session.execute(_RUN_UPDATE, failed)
     runtime.metrics.observe("dodo_handler_duration_seconds", elapsed, handler=handler.name)
     return error
 
@@ -228,8 +423,13 @@ async def _run_handler(runtime: Runtime, event: Event, handler: Handler, attempt
 _RUNS: Any = HandlerRunRow.__table__
 _RUN_UPDATE = update(_RUNS).where(_RUNS.c.event_id == bindparam("b_event_id"),
                                   _RUNS.c.handler == bindparam("b_handler"))
+_RUN_UPDATE_BY_ID = update(_RUNS).where(_RUNS.c.id == bindparam("b_run_id"))
+_RUN_INSERT = insert(_RUNS)
+_RUNS_SELECT = select(_RUNS).where(_RUNS.c.event_id.in_(bindparam("ids", expanding=True)))
 _EVENTS: Any = EventRow.__table__
 _EVENT_UPDATE = update(_EVENTS).where(_EVENTS.c.id == bindparam("b_id"))
+_CLAIM_SELECT = (select(_EVENTS).where(_EVENTS.c.id.in_(bindparam("ids", expanding=True)))
+                 .order_by(_EVENTS.c.id).with_for_update())
 
 
 def _settled_values(status: str, *, retry_in: float | None = None, error: str | None = None) -> dict[str, Any]:

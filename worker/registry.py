@@ -37,6 +37,10 @@ class Handler:
     name: str
     func: HandlerFunc
     patterns: tuple[str, ...]
+    # Runs with other events' batched handlers in one transaction (each in its own savepoint):
+    # for handlers that only work in SQL through `ctx.session`, never ones that wait on the
+    # network (they would hold the batch's transaction open and run one after another).
+    batched: bool = False
 
     def matches(self, event_type: str) -> bool:
         return any(pattern_matches(p, event_type) for p in self.patterns)
@@ -54,8 +58,12 @@ class Registry:
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
 
-    def on(self, *patterns: str, name: str | None = None) -> Callable[[HandlerFunc], HandlerFunc]:
-        """Register the decorated `async def f(event, ctx)` for the given event type patterns."""
+    def on(self, *patterns: str, name: str | None = None,
+           batched: bool = False) -> Callable[[HandlerFunc], HandlerFunc]:
+        """Register the decorated `async def f(event, ctx)` for the given event type patterns.
+
+        `batched=True`: the handler only works in SQL (`ctx.session`), so under load the worker
+        may run it for many events in one transaction, each in a savepoint (much faster)."""
         if not patterns:
             raise RegistryError("@on() needs at least one event type, e.g. @on('payment.succeeded')")
         for pattern in patterns:
@@ -65,12 +73,13 @@ class Registry:
                 )
 
         def decorator(func: HandlerFunc) -> HandlerFunc:
-            self.add(func, patterns, name=name)
+            self.add(func, patterns, name=name, batched=batched)
             return func
 
         return decorator
 
-    def add(self, func: HandlerFunc, patterns: Iterable[str], name: str | None = None) -> Handler:
+    def add(self, func: HandlerFunc, patterns: Iterable[str], name: str | None = None, *,
+            batched: bool = False) -> Handler:
         qualified = name or f"{func.__module__}.{func.__qualname__}"
         if not inspect.iscoroutinefunction(func):
             raise RegistryError(f"handler {qualified} must be 'async def', not a plain function")
@@ -81,7 +90,7 @@ class Registry:
             raise RegistryError(
                 f"handler name {qualified!r} is registered twice; pass @on(..., name='unique')"
             )
-        handler = Handler(name=qualified, func=func, patterns=tuple(patterns))
+        handler = Handler(name=qualified, func=func, patterns=tuple(patterns), batched=batched)
         self._handlers[qualified] = handler
         return handler
 

@@ -9,6 +9,7 @@ from typing import Any
 from arq.connections import ArqRedis
 
 from worker import queue
+from worker.coalesce import Coalescer
 from worker.metrics import SharedMetrics
 from worker.registry import Registry, default_registry
 from worker.settings import Settings
@@ -23,6 +24,7 @@ class Runtime:
     metrics: SharedMetrics
     registry: Registry
     resources: dict[str, Any] = field(default_factory=dict)
+    coalescers: dict[str, Coalescer[Any, Any]] = field(default_factory=dict)  # worker/dispatch.py
 
     @classmethod
     def create(cls, settings: Settings, registry: Registry | None = None) -> Runtime:
@@ -38,6 +40,8 @@ class Runtime:
         )
 
     async def close(self) -> None:
+        for coalescer in self.coalescers.values():
+            await coalescer.close()
         with contextlib.suppress(Exception):
             await self.metrics.stop()
         for resource in self.resources.values():

@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     SWEEP_AFTER_SECONDS: float = Field(default=10.0, ge=0)
     RETRY_MAX_SECONDS: float = Field(default=3600.0, gt=0)
     WORKER_CONCURRENCY: int = Field(default=20, ge=1)
+    # At most this many events claimed, and this many events' batched handlers run, in one
+    # transaction (worker/coalesce.py); 1 turns batching off.
+    WORKER_BATCH_SIZE: int = Field(default=50, ge=1, le=1000)
     # How often an idle worker asks Redis for jobs (arq's poll_delay, 0.5 s by default, would add
     # up to half a second to every event's latency).
     WORKER_POLL_SECONDS: float = Field(default=0.05, gt=0, le=5)

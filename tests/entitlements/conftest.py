@@ -73,7 +73,7 @@ def registry() -> Registry:
     """A fresh registry holding the built-in entitlement handlers (tests may add their own)."""
     fresh = Registry()
     for handler in entitlement_handlers():
-        fresh.add(handler.func, handler.patterns, name=handler.name)
+        fresh.add(handler.func, handler.patterns, name=handler.name, batched=handler.batched)
     return fresh
 
 

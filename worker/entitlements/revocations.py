@@ -48,8 +48,11 @@ async def record(session: AsyncSession, payment_id: str, seen: Seen, event_id: s
 
 
 async def for_payment(session: AsyncSession, payment_id: str) -> list[RevocationRow]:
-    rows = await session.scalars(
-        select(RevocationRow).where(RevocationRow.payment_id == payment_id).order_by(RevocationRow.id))
+    # Revocations are only ever written by Core statements (above), never left pending in the
+    # session, so this read need not flush the session's pending audit rows first.
+    with session.no_autoflush:
+        rows = await session.scalars(
+            select(RevocationRow).where(RevocationRow.payment_id == payment_id).order_by(RevocationRow.id))
     return list(rows)
 
 

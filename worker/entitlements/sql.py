@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from typing import Any
 
@@ -53,7 +54,12 @@ async def insert_ignore(session: AsyncSession, model: type[DeclarativeBase], val
         except IntegrityError:
             return False
         return True
-    result = await session.execute(_insert_ignore_statement(model, name), values)
+    # SQLAlchemy flushes pending objects before every Core statement, which sent each grant's
+    # audit and metadata rows on their own. New rows refer only to rows already inserted, so
+    # they can wait for the next query or the commit and go there together; changed or deleted
+    # rows are flushed first, since they may free the key this insert takes (a plan change).
+    with contextlib.nullcontext() if session.dirty or session.deleted else session.no_autoflush:
+        result = await session.execute(_insert_ignore_statement(model, name), values)
     return bool(getattr(result, "rowcount", 0) == 1)
 
 
@@ -66,4 +72,8 @@ async def lock(session: AsyncSession, key: str) -> None:
     if dialect_name(session) != "postgresql":
         return
     number = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
-    await session.execute(text("SELECT pg_advisory_xact_lock(:n)"), {"n": number})
+    with session.no_autoflush:  # a lock depends on no pending row; they go later, together
+        await session.execute(_LOCK, {"n": number})
+
+
+_LOCK = text("SELECT pg_advisory_xact_lock(:n)")
