@@ -84,7 +84,8 @@ def entitlement_registry() -> Any:
     registry = Registry()
     for handler in default_registry:
         if handler.func.__module__ == module.__name__:
-            registry.add(handler.func, handler.patterns, name=handler.name, batched=handler.batched)
+            registry.add(handler.func, handler.patterns, name=handler.name, batched=handler.batched,
+                  prepare=handler.prepare)
     return registry
 
 

@@ -22,19 +22,22 @@ def _report(ctx: Context, changes: int, about: str) -> None:
         ctx.log.info("%s: %d grant change(s)", about, changes)
 
 
-@on("payment.succeeded", name="entitlements.payment", batched=True)
+@on("payment.succeeded", name="entitlements.payment", batched=True,
+    prepare=payments.prepare_batch)
 async def grant_on_payment(event: Event, ctx: Context) -> None:
     if isinstance(event.data, Payment):
         _report(ctx, await payments.on_payment(_grants(event, ctx), event.data), f"payment {event.data.payment_id}")
 
 
-@on("refund.succeeded", name="entitlements.refund", batched=True)
+@on("refund.succeeded", name="entitlements.refund", batched=True,
+    prepare=payments.prepare_batch)
 async def revoke_on_refund(event: Event, ctx: Context) -> None:
     if isinstance(event.data, Refund):
         _report(ctx, await payments.on_refund(_grants(event, ctx), event.data), f"refund {event.data.refund_id}")
 
 
-@on("dispute.lost", "dispute.won", name="entitlements.dispute", batched=True)
+@on("dispute.lost", "dispute.won", name="entitlements.dispute", batched=True,
+    prepare=payments.prepare_batch)
 async def follow_dispute(event: Event, ctx: Context) -> None:
     if isinstance(event.data, Dispute):
         changes = await payments.on_dispute(_grants(event, ctx), event.data, event.type)
@@ -48,7 +51,8 @@ async def follow_subscription(event: Event, ctx: Context) -> None:
         _report(ctx, changes, f"subscription {event.data.subscription_id}")
 
 
-@on("license_key.created", name="entitlements.license_key", batched=True)
+@on("license_key.created", name="entitlements.license_key", batched=True,
+    prepare=payments.prepare_batch)
 async def record_dodo_key(event: Event, ctx: Context) -> None:
     if isinstance(event.data, LicenseKey):
         _report(ctx, await payments.on_license_key(_grants(event, ctx), event.data), f"Dodo key {event.data.id}")

@@ -12,7 +12,9 @@ from __future__ import annotations
 from worker import Context, Event, on
 
 
-@on("payment.succeeded")
+# batched=True: this handler only logs, so the worker may run it for many events at once (see
+# worker/registry.py). Leave it out for handlers that call other systems: they run on their own.
+@on("payment.succeeded", batched=True)
 async def log_payment(event: Event, ctx: Context) -> None:
     payment = event.data
     customer = payment.get("customer")

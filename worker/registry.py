@@ -20,10 +20,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
     from worker.context import Context
     from worker.events import Event
 
 HandlerFunc = Callable[["Event", "Context"], Awaitable[Any]]
+# Called once per batch, before a batched handler runs for its events: (events, session).
+PrepareFunc = Callable[[list["Event"], "AsyncSession"], Awaitable[None]]
 
 _PATTERN = re.compile(r"^(\*|[a-z0-9_]+\.\*|[a-z0-9_]+\.[a-z0-9_]+)$")
 
@@ -41,6 +45,7 @@ class Handler:
     # for handlers that only work in SQL through `ctx.session`, never ones that wait on the
     # network (they would hold the batch's transaction open and run one after another).
     batched: bool = False
+    prepare: PrepareFunc | None = None
 
     def matches(self, event_type: str) -> bool:
         return any(pattern_matches(p, event_type) for p in self.patterns)
@@ -58,12 +63,17 @@ class Registry:
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
 
-    def on(self, *patterns: str, name: str | None = None,
-           batched: bool = False) -> Callable[[HandlerFunc], HandlerFunc]:
+    def on(self, *patterns: str, name: str | None = None, batched: bool = False,
+           prepare: PrepareFunc | None = None) -> Callable[[HandlerFunc], HandlerFunc]:
         """Register the decorated `async def f(event, ctx)` for the given event type patterns.
 
         `batched=True`: the handler only works in SQL (`ctx.session`), so under load the worker
-        may run it for many events in one transaction, each in a savepoint (much faster)."""
+        may run it for many events in one transaction (much faster); if one of them raises, the
+        transaction is rolled back and each event runs again on its own. `prepare(events,
+        session)`, for a batched handler, runs first in that transaction, once per batch: to
+        take locks or read rows for all its events in one statement."""
+        if prepare is not None and not batched:
+            raise RegistryError("@on(..., prepare=...) needs batched=True: it runs once per batch")
         if not patterns:
             raise RegistryError("@on() needs at least one event type, e.g. @on('payment.succeeded')")
         for pattern in patterns:
@@ -73,13 +83,13 @@ class Registry:
                 )
 
         def decorator(func: HandlerFunc) -> HandlerFunc:
-            self.add(func, patterns, name=name, batched=batched)
+            self.add(func, patterns, name=name, batched=batched, prepare=prepare)
             return func
 
         return decorator
 
     def add(self, func: HandlerFunc, patterns: Iterable[str], name: str | None = None, *,
-            batched: bool = False) -> Handler:
+            batched: bool = False, prepare: PrepareFunc | None = None) -> Handler:
         qualified = name or f"{func.__module__}.{func.__qualname__}"
         if not inspect.iscoroutinefunction(func):
             raise RegistryError(f"handler {qualified} must be 'async def', not a plain function")
@@ -90,7 +100,7 @@ class Registry:
             raise RegistryError(
                 f"handler name {qualified!r} is registered twice; pass @on(..., name='unique')"
             )
-        handler = Handler(name=qualified, func=func, patterns=tuple(patterns), batched=batched)
+        handler = Handler(name=qualified, func=func, patterns=tuple(patterns), batched=batched, prepare=prepare)
         self._handlers[qualified] = handler
         return handler
 

@@ -73,7 +73,8 @@ def registry() -> Registry:
     """A fresh registry holding the built-in entitlement handlers (tests may add their own)."""
     fresh = Registry()
     for handler in entitlement_handlers():
-        fresh.add(handler.func, handler.patterns, name=handler.name, batched=handler.batched)
+        fresh.add(handler.func, handler.patterns, name=handler.name, batched=handler.batched,
+                  prepare=handler.prepare)
     return fresh
 
 

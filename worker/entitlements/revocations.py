@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from worker.entitlements.catalog import Catalog
 from worker.entitlements.models import GrantRow, GrantStatus, RevocationRow
 from worker.entitlements.service import Grants, Initial
-from worker.entitlements.sql import insert_ignore
+from worker.entitlements.sql import TRANSACTION_INFO, insert_ignore
 from worker.events import Payment
 from worker.store.models import utcnow
 
@@ -34,6 +34,7 @@ def describe(row: RevocationRow | Seen) -> str:
 
 async def record(session: AsyncSession, payment_id: str, seen: Seen, event_id: str | None) -> None:
     """Remember it (once per refund or dispute; a dispute's state follows its latest news)."""
+    session.info.get(PREFETCHED, {}).pop(payment_id, None)
     now = utcnow()
     inserted = await insert_ignore(session, RevocationRow, {
         "payment_id": payment_id, "cause": seen.cause, "cause_id": seen.cause_id, "state": seen.state,
@@ -47,13 +48,37 @@ async def record(session: AsyncSession, payment_id: str, seen: Seen, event_id: s
             .values(state=seen.state, event_id=event_id, updated_at=now))
 
 
+PREFETCHED = "dodo_worker.revocations"  # session.info: payment id -> its revocations
+TRANSACTION_INFO.append(PREFETCHED)
+
+
 async def for_payment(session: AsyncSession, payment_id: str) -> list[RevocationRow]:
+    """The payment's refunds and disputes (read under its lock, or prefetched under it)."""
+    cached = session.info.get(PREFETCHED, {}).get(payment_id)
+    if cached is not None:
+        return list(cached)
     # Revocations are only ever written by Core statements (above), never left pending in the
     # session, so this read need not flush the session's pending audit rows first.
     with session.no_autoflush:
         rows = await session.scalars(
             select(RevocationRow).where(RevocationRow.payment_id == payment_id).order_by(RevocationRow.id))
     return list(rows)
+
+
+async def prefetch(session: AsyncSession, payment_ids: list[str]) -> None:
+    """Read the revocations of several payments in one query, for `for_payment` to answer from
+    until this transaction ends or `record` changes one. Take the payments' locks first."""
+    ids = sorted(set(payment_ids))
+    if not ids:
+        return
+    with session.no_autoflush:
+        rows = await session.scalars(
+            select(RevocationRow).where(RevocationRow.payment_id.in_(ids)).order_by(RevocationRow.id))
+    cache: dict[str, list[RevocationRow]] = session.info.setdefault(PREFETCHED, {})
+    found: dict[str, list[RevocationRow]] = {payment_id: [] for payment_id in ids}
+    for row in rows:
+        found[row.payment_id].append(row)
+    cache.update(found)
 
 
 def blocker(rows: list[RevocationRow], catalog: Catalog, product_id: str) -> RevocationRow | None:

@@ -6,9 +6,9 @@ import contextlib
 import hashlib
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction
 
 
 def dialect_name(session: AsyncSession) -> str:
@@ -63,17 +63,51 @@ async def insert_ignore(session: AsyncSession, model: type[DeclarativeBase], val
     return bool(getattr(result, "rowcount", 0) == 1)
 
 
+HELD_LOCKS = "dodo_worker.held_locks"  # session.info: lock keys this transaction holds
+
+
 async def lock(session: AsyncSession, key: str) -> None:
     """Serialise transactions about one payment or subscription until this one ends.
 
     A refund and its payment handled at once by two workers must not both miss each other (the
     refund finding no grant, the grant finding no refund). PostgreSQL: a transaction-scoped
     advisory lock; SQLite: writers are already serialised by BEGIN IMMEDIATE."""
+    await lock_many(session, [key])
+
+
+async def lock_many(session: AsyncSession, keys: list[str]) -> None:
+    """`lock` for several keys in one statement, in a fixed order, so two transactions wanting
+    the same keys queue instead of deadlocking. Keys this transaction holds already are skipped
+    (a batch of events locks its payments once, before its handlers run)."""
     if dialect_name(session) != "postgresql":
         return
-    number = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+    held: set[str] = session.info.setdefault(HELD_LOCKS, set())
+    wanted = sorted({_lock_number(key) for key in keys if key not in held})
+    if not wanted:
+        return
     with session.no_autoflush:  # a lock depends on no pending row; they go later, together
-        await session.execute(_LOCK, {"n": number})
+        if len(wanted) == 1:
+            await session.execute(_LOCK, {"n": wanted[0]})
+        else:
+            await session.execute(_LOCK_MANY, {"keys": wanted})
+    held.update(keys)
+
+
+def _lock_number(key: str) -> int:
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
 
 
 _LOCK = text("SELECT pg_advisory_xact_lock(:n)")
+# unnest keeps the array's order, which is sorted: locks are taken in that order.
+_LOCK_MANY = text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS k")
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_transaction_state(session: Session, transaction: SessionTransaction) -> None:
+    """Locks and caches kept in `session.info` last as long as the transaction that made them."""
+    if transaction.parent is None:
+        for key in TRANSACTION_INFO:
+            session.info.pop(key, None)
+
+
+TRANSACTION_INFO = [HELD_LOCKS]  # modules add the session.info keys that end with a transaction
