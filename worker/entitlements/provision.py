@@ -7,7 +7,7 @@ from typing import Any
 
 from worker.entitlements.catalog import ProductSpec
 from worker.entitlements.models import GrantKind, GrantRow
-from worker.entitlements.service import GrantKey, Grants, Initial, Owner
+from worker.entitlements.service import GrantKey, Grants, Initial, NewGrant, Owner
 from worker.events import Customer, Payload
 from worker.store.models import utcnow
 
@@ -31,26 +31,19 @@ def owner_of(data: Payload, *, payment_id: str | None = None, subscription_id: s
 async def grant_product(grants: Grants, *, source: str, source_id: str, product_id: str, spec: ProductSpec,
                         owner: Owner, units: int = 1, initial: Initial | None = None,
                         activations_limit: Any = "catalog") -> list[GrantRow]:
-    """Create the product's grants that do not exist yet; the new ones."""
-    created: list[GrantRow] = []
+    """Create the product's grants that do not exist yet (in one statement); the new ones."""
+    new: list[NewGrant] = []
     if spec.license_key is not None:
         limit = spec.license_key.activations_limit if activations_limit == "catalog" else activations_limit
         days = spec.license_key.expires_after_days
         for unit in range(max(1, units)):
-            row = await grants.create(
-                GrantKey(source, source_id, product_id, GrantKind.LICENSE_KEY, "", unit), owner, initial,
-                license=spec.license_key, activations_limit=limit,
-                expires_at=utcnow() + timedelta(days=days) if days else None)
-            if row is not None:
-                created.append(row)
+            new.append(NewGrant(GrantKey(source, source_id, product_id, GrantKind.LICENSE_KEY, "", unit),
+                                license=spec.license_key, activations_limit=limit,
+                                expires_at=utcnow() + timedelta(days=days) if days else None))
     for ref in spec.files:
         file_spec = grants.catalog.file(ref)
-        row = await grants.create(GrantKey(source, source_id, product_id, GrantKind.FILE, ref), owner, initial,
-                                  file_name=file_spec.name if file_spec else ref.rsplit("/", 1)[-1])
-        if row is not None:
-            created.append(row)
+        new.append(NewGrant(GrantKey(source, source_id, product_id, GrantKind.FILE, ref),
+                            file_name=file_spec.name if file_spec else ref.rsplit("/", 1)[-1]))
     for url in spec.hooks:
-        row = await grants.create(GrantKey(source, source_id, product_id, GrantKind.HOOK, url), owner, initial)
-        if row is not None:
-            created.append(row)
-    return created
+        new.append(NewGrant(GrantKey(source, source_id, product_id, GrantKind.HOOK, url)))
+    return await grants.create_many(new, owner, initial)

@@ -21,7 +21,7 @@ from sqlalchemy.orm import make_transient_to_detached
 from worker.entitlements import keys, outbox
 from worker.entitlements.catalog import Catalog, LicenseKeySpec
 from worker.entitlements.models import AuditRow, GrantKind, GrantMetadataRow, GrantRow, GrantStatus
-from worker.entitlements.sql import insert_ignore
+from worker.entitlements.sql import insert_ignore_many
 from worker.settings import Settings
 from worker.store.models import utcnow
 
@@ -82,6 +82,20 @@ class Owner:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class NewGrant:
+    """A grant to create: its key and what differs per kind (see `Grants.create`)."""
+
+    key: GrantKey
+    license: LicenseKeySpec | None = None  # how to generate the key, when none is given
+    license_key: str | None = None
+    activations_limit: int | None = None
+    expires_at: datetime | None = None
+    dodo_license_key_id: str | None = None
+    file_name: str | None = None
+    quantity: int = 1
+
+
 @dataclass
 class Initial:
     """A new grant's first state: active, or revoked/suspended when the news came first."""
@@ -112,8 +126,36 @@ class Grants:
                      dodo_license_key_id: str | None = None, file_name: str | None = None,
                      quantity: int = 1) -> GrantRow | None:
         """Insert the grant unless one with this key exists; the new row, or None."""
+        new = NewGrant(key, license=license, license_key=license_key, activations_limit=activations_limit,
+                       expires_at=expires_at, dodo_license_key_id=dodo_license_key_id, file_name=file_name,
+                       quantity=quantity)
+        created = await self.create_many([new], owner, initial)
+        return created[0] if created else None
+
+    async def create_many(self, new: list[NewGrant], owner: Owner, initial: Initial | None = None) -> list[GrantRow]:
+        """Insert, in one statement, the grants whose keys are not taken yet; the new rows, in order."""
+        if not new:
+            return []
         initial = initial or Initial()
         now = utcnow()
+        rows = [self._values(grant, owner, initial, now) for grant in new]
+        inserted = await insert_ignore_many(self.session, GrantRow, rows)
+        created: list[GrantRow] = []
+        for values in rows:
+            if values["id"] not in inserted:
+                continue
+            grant = self._attach(values)
+            for meta_key, value in owner.metadata.items():
+                self.session.add(GrantMetadataRow(grant_id=grant.id, key=str(meta_key)[:64],
+                                                  value=metadata_value(value)))
+            await self._record(grant, "granted", None, initial.status, initial.text or "granted",
+                               GRANTED if initial.status == GrantStatus.ACTIVE else None)
+            created.append(grant)
+        return created
+
+    @staticmethod
+    def _values(new: NewGrant, owner: Owner, initial: Initial, now: datetime) -> dict[str, Any]:
+        key = new.key
         values: dict[str, Any] = {
             "id": key.grant_id, "source": key.source, "source_id": key.source_id,
             "product_id": key.product_id, "kind": key.kind, "item": key.item, "unit": key.unit,
@@ -123,26 +165,17 @@ class Grants:
             "business_id": owner.business_id, "payment_id": owner.payment_id,
             "subscription_id": owner.subscription_id,
             "metadata_json": json.dumps(owner.metadata, sort_keys=True, default=str),
-            "quantity": quantity, "activations_limit": activations_limit, "expires_at": expires_at,
-            "dodo_license_key_id": dodo_license_key_id, "file_name": file_name, "downloads": 0,
+            "quantity": new.quantity, "activations_limit": new.activations_limit, "expires_at": new.expires_at,
+            "dodo_license_key_id": new.dodo_license_key_id, "file_name": new.file_name, "downloads": 0,
             "created_at": now, "updated_at": now,
         }
         if key.kind == GrantKind.LICENSE_KEY:
-            secret = license_key or keys.generate(license)
+            secret = new.license_key or keys.generate(new.license)
             values["license_key"] = secret
             values["license_key_hash"] = keys.key_hash(secret)
         else:
             values["license_key"] = values["license_key_hash"] = None
-        if not await insert_ignore(self.session, GrantRow, values):
-            return None
-        grant = self._attach(values)
-        for meta_key, value in owner.metadata.items():
-            self.session.add(GrantMetadataRow(grant_id=grant.id, key=str(meta_key)[:64],
-                                              value=metadata_value(value)))
-        text = initial.text or "granted"
-        await self._record(grant, "granted", None, initial.status, text,
-                           GRANTED if initial.status == GrantStatus.ACTIVE else None)
-        return grant
+        return values
 
     def _attach(self, values: dict[str, Any]) -> GrantRow:
         """The row just inserted, as a persistent object built from its values (every column set)

@@ -66,6 +66,23 @@ async def insert_ignore(session: AsyncSession, model: type[DeclarativeBase], val
 HELD_LOCKS = "dodo_worker.held_locks"  # session.info: lock keys this transaction holds
 
 
+async def insert_ignore_many(session: AsyncSession, model: type[DeclarativeBase],
+                             rows: list[dict[str, Any]]) -> set[Any]:
+    """`insert_ignore` for several rows in one statement (SQLAlchemy's "insertmanyvalues"); the
+    primary keys of the rows that were inserted."""
+    name = dialect_name(session)
+    if name not in ("postgresql", "sqlite"):  # pragma: no cover
+        return {row["id"] for row in rows if await insert_ignore(session, model, row)}
+    table: Any = model.__table__
+    statement = _insert_ignore_statement(model, name).returning(table.c.id)
+    with contextlib.nullcontext() if session.dirty or session.deleted else session.no_autoflush:
+        if len(rows) == 1:
+            result = await session.execute(statement, rows[0])
+        else:
+            result = await session.execute(statement, rows)
+    return set(result.scalars())
+
+
 async def lock(session: AsyncSession, key: str) -> None:
     """Serialise transactions about one payment or subscription until this one ends.
 
