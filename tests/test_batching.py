@@ -22,7 +22,6 @@ from worker import Context, Event
 from worker.registry import Registry, RegistryError
 from worker.samples import load_sample
 from worker.store import EventStatus, RunStatus
-from worker.sweeper import sweep
 
 PAYMENT = "payment.succeeded"
 
@@ -80,7 +79,7 @@ class Pileup:
         self.blockers.append(await send_payment(stack, "pay_block_0"))
         await self._entered(1)
         coalescer = stack.worker_runtime.coalescers["events"]
-        for slot in range(1, coalescer.max_running):  # PostgreSQL runs two batches at once
+        for slot in range(1, coalescer.max_running):  # one blocker per batch that may run at once
             self.blockers.append(await send_payment(stack, f"pay_block_{slot}"))
             await self._entered(slot + 1)
         ids: list[str] = await send()
@@ -316,55 +315,3 @@ async def test_a_hanging_batched_handler_does_not_stop_the_worker(stack_factory,
         release.set()
 
 
-async def test_an_event_queued_again_while_its_first_call_still_waits_is_handled_once(
-        stack_factory, registry: Registry) -> None:
-    """An arq job that times out while its event waits in the batcher leaves the event unclaimed
-    (and its call in the batcher); the sweeper queues it again and a second job submits the same
-    id, so one batch holds the id twice. Each handler must run once, and the event be settled."""
-    pileup = Pileup()
-    calls: Counter[str] = Counter()
-
-    @registry.on(PAYMENT, batched=True)
-    async def grant(event: Event, ctx: Context) -> None:
-        await pileup.checkpoint(event)
-        calls[event.id] += 1
-        await write_mark(event, ctx)
-
-    @registry.on(PAYMENT)
-    async def notify(event: Event, ctx: Context) -> None:
-        calls[f"notify:{event.id}"] += 1
-
-    stack = await stack_factory(WORKER_CONCURRENCY=10, JOB_TIMEOUT_SECONDS=1, SHUTDOWN_GRACE_SECONDS=1)
-    await create_marks(stack)
-
-    async def send() -> list[str]:
-        return [await send_payment(stack, "pay_twice")]
-
-    async def queue_it_again(ids: list[str]) -> None:
-        (event_id,) = ids
-        coalescer = stack.worker_runtime.coalescers["events"]
-
-        async def calls_waiting(cancelled: bool) -> int:
-            return sum(1 for item, future in coalescer._waiting
-                       if item == event_id and (future.cancelled() or not cancelled))
-
-        async def first_job_timed_out() -> bool:
-            return await calls_waiting(cancelled=True) == 1
-
-        async def submitted_twice() -> bool:
-            return await calls_waiting(cancelled=False) == 2
-
-        await wait_until(first_job_timed_out, timeout=5, what="the first job to time out in the batcher")
-        row = await stack.event(event_id)
-        assert row is not None and row.status in (EventStatus.RECEIVED, EventStatus.QUEUED), "never claimed"
-        assert await sweep(stack.worker_runtime) >= 1
-        await wait_until(submitted_twice, timeout=5, what="a second job to submit the same event")
-
-    (event_id,) = await pileup.run(stack, send, before_release=queue_it_again)
-    # The live (second) call must get the claim: its plain handler runs and it settles the event.
-    row = await stack.wait_status(event_id, EventStatus.PROCESSED, timeout=5)
-    assert row.attempts == 1
-    assert await run_summary(stack, event_id) == {"grant": (RunStatus.SUCCEEDED, 1),
-                                                  "notify": (RunStatus.SUCCEEDED, 1)}
-    assert (calls[event_id], calls[f"notify:{event_id}"]) == (1, 1)
-    assert await marks(stack) == Counter({event_id: 1, **{b: 1 for b in pileup.blockers}})

@@ -193,6 +193,27 @@ async def test_a_cancelled_caller_does_not_cancel_its_batch() -> None:
     assert await after == "r6"
 
 
+async def test_a_caller_cancelled_while_waiting_leaves_the_queue_and_its_item_never_runs() -> None:
+    """A job that times out before its batch starts: nobody would take the result of its item
+    (in the worker, an event claimed with no job left to finish it), so it must not run."""
+    batches = Batches()
+    coalescer = Coalescer(batches, max_size=50)
+    first = asyncio.create_task(coalescer.submit(1))
+    await batches.started(1)
+    gone, kept = submit_all(coalescer, [2, 3])
+    await asyncio.sleep(0)  # one loop turn: both calls are queued behind batch 0
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    again = asyncio.create_task(coalescer.submit(2))  # the same item submitted again later
+    batches.release(0)
+    assert await first == "r1"
+    await batches.started(2)
+    assert batches.seen[1] == [3, 2], "the cancelled call left; the new one for the same item runs"
+    batches.release(1)
+    assert (await kept, await again) == ("r3", "r2")
+
+
 async def test_close_cancels_waiting_calls_and_running_batches() -> None:
     batches = Batches()
     coalescer = Coalescer(batches, max_size=10)

@@ -40,11 +40,18 @@ class Coalescer(Generic[T, R]):
         if self._closed:
             raise RuntimeError("this coalescer is closed")
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._waiting.append((item, future))
+        entry = (item, future)
+        self._waiting.append(entry)
         self._start_batches()
-        # A caller that is cancelled (a job timeout, shutdown) does not cancel its batch: the
-        # other calls in it still want their results.
-        return await future
+        try:
+            return await future
+        except asyncio.CancelledError:
+            # A caller cancelled (a job timeout, shutdown) before its batch started leaves the
+            # queue: nobody would be left to take its result. One cancelled while its batch runs
+            # does not cancel the batch: the other calls in it still want their results.
+            if entry in self._waiting:
+                self._waiting.remove(entry)
+            raise
 
     def _start_batches(self) -> None:
         while self._waiting and len(self._running) < self.max_running:
@@ -59,14 +66,21 @@ class Coalescer(Generic[T, R]):
             self._start_batches()
 
     async def _run(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        batch = [(item, future) for item, future in batch if not future.done()]  # callers gone
+        if not batch:
+            return
         try:
             results = await self._run_batch([item for item, _ in batch])
             if len(results) != len(batch):
                 raise RuntimeError(f"a batch of {len(batch)} returned {len(results)} result(s)")
         except BaseException as exc:  # handed to every caller of the batch
             for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc if isinstance(exc, Exception) else asyncio.CancelledError())
+                if future.done():
+                    continue
+                if isinstance(exc, Exception):
+                    future.set_exception(exc)
+                else:  # the batch itself was cancelled (close)
+                    future.cancel()
             if not isinstance(exc, Exception):
                 raise
             return

@@ -82,6 +82,8 @@ async def process_event(runtime: Runtime, event_id: str) -> Outcome:
         log.info("%s ignored: %s", row.type, row.last_error or "no handler for this type")
         return Outcome("ignored")
 
+    if step.batched.crash is not None:  # as if the handlers had run in this job: the sweeper retries
+        raise step.batched.crash
     max_attempts = runtime.settings.MAX_ATTEMPTS
     failed: dict[str, int] = {}
     errors = dict(step.batched.errors)
@@ -301,6 +303,7 @@ class _BatchItem:
 class _BatchResult:
     errors: dict[str, str] = field(default_factory=dict)
     settled: bool = False
+    crash: Exception | None = None  # recording this event's runs failed (the database went away)
 
 
 async def _run_batch(runtime: Runtime, connection: AsyncConnection, items: list[_BatchItem]) -> None:
@@ -359,7 +362,16 @@ async def _prepare(session: AsyncSession, items: list[_BatchItem]) -> None:
 
 
 async def _run_alone(runtime: Runtime, item: _BatchItem, connection: AsyncConnection) -> None:
-    """Each handler of one event in its own transaction (the last one also settles it)."""
+    """Each handler of one event in its own transaction (the last one also settles it). An error
+    that is not the handler's (recording its run failed) is kept for this event's job to raise,
+    so it does not fail the other events of the batch."""
+    try:
+        await _run_each(runtime, item, connection)
+    except Exception as exc:
+        item.result.crash = exc
+
+
+async def _run_each(runtime: Runtime, item: _BatchItem, connection: AsyncConnection) -> None:
     result = item.result
     for index, handler in enumerate(item.handlers):
         settle = item.settle and index == len(item.handlers) - 1 and not result.errors
@@ -406,7 +418,10 @@ async def _run_handler(runtime: Runtime, event: Event, handler: Handler, attempt
     error: str | None = None
     try:
         async with _session(runtime, connection) as session, session.begin():
-            await handler.func(event, _context(runtime, session, event, handler, attempt))
+            # Also enforced here because in a batch the handler runs in the batcher's task, which
+            # arq's job timeout does not cancel: a hanging handler would stop every later batch.
+            async with asyncio.timeout(runtime.settings.JOB_TIMEOUT_SECONDS):
+                await handler.func(event, _context(runtime, session, event, handler, attempt))
             elapsed = time.perf_counter() - started
             await session.execute(_RUN_UPDATE, _run_succeeded(event.id, handler, elapsed))
             if settle:
