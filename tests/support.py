@@ -122,7 +122,6 @@ class Stack:
         config = uvicorn.Config(create_app(self.settings, self.registry), host="127.0.0.1", port=port,
                                 log_level="warning", lifespan="on", access_log=False)
         self._server = uvicorn.Server(config)
-        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self._server_task = asyncio.create_task(self._server.serve())
         await wait_until(self._server_started, what="uvicorn to start")
         self.base_url = f"http://127.0.0.1:{port}"
