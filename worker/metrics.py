@@ -42,6 +42,8 @@ HISTOGRAMS: dict[str, tuple[str, tuple[float, ...]]] = {
 }
 MAX_PENDING_FIELDS = 50_000
 
+_HistogramFields = tuple[tuple[float, ...], list[str], str, str]  # bounds, bucket fields (+Inf last), sum, count
+
 
 def _field(name: str, labels: Mapping[str, str]) -> str:
     label_text = ",".join(f"{k}={_clean(v)}" for k, v in sorted(labels.items()))
@@ -63,19 +65,32 @@ class SharedMetrics:
         self.redis = redis
         self.key = key
         self._pending: dict[str, float] = {}
+        self._fields: dict[tuple[str, tuple[tuple[str, str], ...]], _HistogramFields] = {}
         self._task: asyncio.Task[None] | None = None
 
     def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
         self._add(_field(name, labels), amount)
 
     def observe(self, name: str, value: float, **labels: str) -> None:
-        buckets = HISTOGRAMS[name][1]
-        for bound in buckets:
+        bounds, buckets, total, count = self._histogram_fields(name, labels)
+        for bound, bucket in zip(bounds, buckets, strict=False):  # the last field is +Inf
             if value <= bound:
-                self._add(_field(f"{name}_bucket", {**labels, "le": str(bound)}), 1.0)
-        self._add(_field(f"{name}_bucket", {**labels, "le": "+Inf"}), 1.0)
-        self._add(_field(f"{name}_sum", labels), value)
-        self._add(_field(f"{name}_count", labels), 1.0)
+                self._add(bucket, 1.0)
+        self._add(buckets[-1], 1.0)
+        self._add(total, value)
+        self._add(count, 1.0)
+
+    def _histogram_fields(self, name: str, labels: Mapping[str, str]) -> _HistogramFields:
+        """The field names of one histogram series, built once: a worker observes two per event."""
+        key = (name, tuple(sorted(labels.items())))
+        fields = self._fields.get(key)
+        if fields is None:
+            bounds = HISTOGRAMS[name][1]
+            buckets = [_field(f"{name}_bucket", {**labels, "le": str(bound)}) for bound in (*bounds, "+Inf")]
+            fields = (bounds, buckets, _field(f"{name}_sum", labels), _field(f"{name}_count", labels))
+            if len(self._fields) < MAX_PENDING_FIELDS:
+                self._fields[key] = fields
+        return fields
 
     def _add(self, key: str, amount: float) -> None:
         if key in self._pending or len(self._pending) < MAX_PENDING_FIELDS:
