@@ -21,7 +21,7 @@ from sqlalchemy.orm import make_transient_to_detached
 from worker.entitlements import keys, outbox
 from worker.entitlements.catalog import Catalog, LicenseKeySpec
 from worker.entitlements.models import AuditRow, GrantKind, GrantMetadataRow, GrantRow, GrantStatus
-from worker.entitlements.sql import insert_ignore_many
+from worker.entitlements.sql import insert_ignore_many, insert_later, write_pending
 from worker.settings import Settings
 from worker.store.models import utcnow
 
@@ -146,8 +146,8 @@ class Grants:
                 continue
             grant = self._attach(values)
             for meta_key, value in owner.metadata.items():
-                self.session.add(GrantMetadataRow(grant_id=grant.id, key=str(meta_key)[:64],
-                                                  value=metadata_value(value)))
+                insert_later(self.session, GrantMetadataRow,
+                             {"grant_id": grant.id, "key": str(meta_key)[:64], "value": metadata_value(value)})
             await self._record(grant, "granted", None, initial.status, initial.text or "granted",
                                GRANTED if initial.status == GrantStatus.ACTIVE else None)
             created.append(grant)
@@ -242,14 +242,17 @@ class Grants:
 
     async def _record(self, grant: GrantRow, action: str, before: str | None, after: str | None,
                       text: str, event_type: str | None) -> None:
-        """Add the audit row; flushed at once only when an outbox row needs its id, else with the
-        transaction's other rows (one batched INSERT instead of one flush per change)."""
-        audit = AuditRow(grant_id=grant.id, action=action, from_status=before, to_status=after, reason=text,
-                         event_id=self.actor.event_id, actor=self.actor.name, at=utcnow())
-        self.session.add(audit)
-        if event_type is None:
+        """Write the audit row: with the transaction's other queued rows before it commits, or at
+        once (after the rows queued before it, keeping the trail in order) when an outbox row
+        needs its id."""
+        values = {"grant_id": grant.id, "action": action, "from_status": before, "to_status": after,
+                  "reason": text, "event_id": self.actor.event_id, "actor": self.actor.name, "at": utcnow()}
+        targets = outbox.targets(self.settings, self.catalog, grant, event_type) if event_type else []
+        if not targets or event_type is None:
+            insert_later(self.session, AuditRow, values)
             return
-        targets = outbox.targets(self.settings, self.catalog, grant, event_type)
-        if targets:
-            await self.session.flush()
-            await outbox.enqueue(self.session, self.settings, self.catalog, grant, audit, event_type, targets)
+        await write_pending(self.session)
+        audit = AuditRow(**values)
+        self.session.add(audit)
+        await self.session.flush()
+        await outbox.enqueue(self.session, self.settings, self.catalog, grant, audit, event_type, targets)

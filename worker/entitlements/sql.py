@@ -6,7 +6,7 @@ import contextlib
 import hashlib
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import event, insert, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction
 
@@ -125,6 +125,32 @@ _LOCK = text("SELECT pg_advisory_xact_lock(:n)")
 _LOCK_MANY = text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS k")
 
 
+PENDING_ROWS = "dodo_worker.pending_rows"  # session.info: rows to insert before the commit
+
+
+def insert_later(session: AsyncSession, model: type[DeclarativeBase], values: dict[str, Any]) -> None:
+    """Queue a row that nothing reads back in this transaction (an audit or metadata row). The
+    transaction's queued rows go in one INSERT per table before it commits (or at `write_pending`):
+    a batch of 50 orders writes its 100 audit rows in one statement, with no ORM object each."""
+    pending: dict[Any, list[dict[str, Any]]] = session.info.setdefault(PENDING_ROWS, {})
+    pending.setdefault(model.__table__, []).append(values)
+
+
+async def write_pending(session: AsyncSession) -> None:
+    """Insert the queued rows now (before a row that must come after them in id order)."""
+    pending = session.info.pop(PENDING_ROWS, None)
+    for table, rows in (pending or {}).items():
+        await session.execute(insert(table), rows)
+
+
+@event.listens_for(Session, "before_commit")
+def _write_pending_rows(session: Session) -> None:
+    """Runs inside the async session's greenlet, so the sync `execute` is allowed here."""
+    pending = session.info.pop(PENDING_ROWS, None)
+    for table, rows in (pending or {}).items():
+        session.execute(insert(table), rows)
+
+
 @event.listens_for(Session, "after_transaction_end")
 def _forget_transaction_state(session: Session, transaction: SessionTransaction) -> None:
     """Locks and caches kept in `session.info` last as long as the transaction that made them."""
@@ -133,4 +159,4 @@ def _forget_transaction_state(session: Session, transaction: SessionTransaction)
             session.info.pop(key, None)
 
 
-TRANSACTION_INFO = [HELD_LOCKS]  # modules add the session.info keys that end with a transaction
+TRANSACTION_INFO = [HELD_LOCKS, PENDING_ROWS]  # modules add the session.info keys that end with a transaction
