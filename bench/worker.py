@@ -2,12 +2,14 @@
 entitlement handlers, against arq running no-op jobs in the same run (same Redis, same
 concurrency, same poll interval); and p50/p99 from POST to processed at a steady rate.
 
-    .venv/bin/python bench/worker.py [--events 2000] [--rate 200] [--seconds 30] [--repeat 1]
+    .venv/bin/python bench/worker.py [--events 2000] [--rate 200] [--seconds 30] [--repeat 1] [--pipeline]
 
 Throughput: N distinct paid orders (each a licence key and a file from the catalog) are put in
 the inbox and on the queue before the clock starts; the real arq worker (`build_worker`) then
 drains them. The clock runs from the end of the worker's start-up to the last
 `processed_at`. The baseline is an arq worker with the same options draining N no-op jobs.
+`--pipeline` adds the same drain with one handler that does nothing: the floor that one arq job,
+one claim and one run record per event set, whatever the handlers do.
 
 Latency: the real receiver (uvicorn, `create_app`) and the real `dodo-worker worker` run in their
 own processes; signed webhooks are sent open loop (each at its scheduled instant, whatever the
@@ -89,6 +91,19 @@ def entitlement_registry() -> Any:
     return registry
 
 
+def noop_registry() -> Any:
+    """A registry whose only handler (batched, for payment.succeeded) does nothing: what the
+    pipeline itself costs per event (its arq job, the claim, the run record, the settling)."""
+    from worker.registry import Registry
+
+    async def nothing(event: Any, ctx: Any) -> None:
+        return None
+
+    registry = Registry()
+    registry.add(nothing, ["payment.succeeded"], name="bench.nothing", batched=True)
+    return registry
+
+
 def postgres_admin_url() -> str | None:
     """The PostgreSQL admin URL to use, if a server answers there."""
     from sqlalchemy.engine import make_url
@@ -150,7 +165,7 @@ async def fill_inbox(settings: Any, count: int, prefix: str) -> list[str]:
     return ids
 
 
-async def last_processed(settings: Any, expected: int) -> float:
+async def last_processed(settings: Any, expected: int, grants_each: int = 2) -> float:
     """Wall time of the last `processed_at`, after checking every event got there."""
     from sqlalchemy import func, select
 
@@ -166,7 +181,7 @@ async def last_processed(settings: Any, expected: int) -> float:
     finally:
         await db.dispose()
     assert done == expected, f"{done} of {expected} events processed"
-    assert grants == 2 * expected, f"{grants} grants for {expected} orders (want a key and a file each)"
+    assert grants == grants_each * expected, f"{grants} grants for {expected} orders (want {grants_each} each)"
     assert last is not None
     return float(last.timestamp())
 
@@ -222,7 +237,7 @@ async def drain(worker: Any, done: Any) -> None:
         await worker.close()
 
 
-async def dodo_rate(kind: str, redis_url: str, count: int, concurrency: int) -> float:
+async def dodo_rate(kind: str, redis_url: str, count: int, concurrency: int, handlers: str = "entitlements") -> float:
     from worker.jobs import build_worker
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -230,7 +245,8 @@ async def dodo_rate(kind: str, redis_url: str, count: int, concurrency: int) -> 
             settings = bench_settings(db_url, redis_url, write_catalog(Path(tmp)), concurrency)
             prefix = f"bw{uuid.uuid4().hex[:8]}"
             await fill_inbox(settings, count, prefix)
-            worker = build_worker(settings, entitlement_registry(), load_modules=False, handle_signals=False)
+            registry = entitlement_registry() if handlers == "entitlements" else noop_registry()
+            worker = build_worker(settings, registry, load_modules=False, handle_signals=False)
             clock = StartClock(worker.on_startup)
             worker.on_startup = clock  # type: ignore[assignment]
 
@@ -244,7 +260,8 @@ async def dodo_rate(kind: str, redis_url: str, count: int, concurrency: int) -> 
             finally:
                 await counter.db.dispose()
                 await clean_redis(redis_url, [*queue_patterns(settings.QUEUE_NAME), f"arq:*{prefix}_*"])
-            return count / (await last_processed(settings, count) - clock.started)
+            grants_each = 2 if handlers == "entitlements" else 0
+            return count / (await last_processed(settings, count, grants_each) - clock.started)
 
 
 NOOP = {"count": 0, "last": 0.0}  # arq gives each job its own copy of ctx, so not there
@@ -417,6 +434,8 @@ async def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="run everything this many times")
     parser.add_argument("--backend", choices=["sqlite", "postgresql"], action="append")
     parser.add_argument("--skip", choices=["throughput", "latency"], action="append", default=[])
+    parser.add_argument("--pipeline", action="store_true",
+                        help="also time the pipeline alone: one batched handler that does nothing")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
 
@@ -433,6 +452,8 @@ async def main() -> None:
                 row["arq_noop_per_s"] = round(await arq_rate(redis_url, args.events, concurrency), 1)
                 row["dodo_per_s"] = round(await dodo_rate(kind, redis_url, args.events, concurrency), 1)
                 row["ratio"] = round(row["dodo_per_s"] / row["arq_noop_per_s"], 3)
+                if args.pipeline:
+                    row["pipeline_per_s"] = round(await dodo_rate(kind, redis_url, args.events, concurrency, "none"), 1)
             if "latency" not in args.skip:
                 row["latency"] = await latency(kind, redis_url, args.rate, args.seconds, concurrency, args.workers)
             rows.append(row)
@@ -447,6 +468,8 @@ def print_row(row: dict[str, Any], flush: bool = False) -> None:
     if "ratio" in row:
         parts.append(f"arq no-op {row['arq_noop_per_s']:7.0f}/s  dodo {row['dodo_per_s']:6.0f}/s  "
                      f"ratio {row['ratio']:.2f}")
+    if "pipeline_per_s" in row:
+        parts.append(f"pipeline alone {row['pipeline_per_s']:6.0f}/s")
     if "latency" in row:
         lat = row["latency"]
         parts.append(f"at {lat['rate']:.0f}/s, {lat['workers']} worker(s): p50 {lat['p50_ms']:.0f} ms  "
