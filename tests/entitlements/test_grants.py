@@ -190,3 +190,34 @@ async def test_without_signing_key_hook_urls_are_not_queued(stack_factory: Any, 
     await send_and_wait(stack, "payment.succeeded", payment("pay_nourl", [(PRODUCT, 1)]))
     assert len(await entitlements(stack, payment_id="pay_nourl")) == 3
     assert await _count(stack, DeliveryRow) == 0
+
+
+async def test_audit_trail_keeps_its_order_when_only_some_changes_have_hooks(ent_stack: Stack,
+                                                                             catalog_path: Any) -> None:
+    """Audit rows of changes without hooks wait for the commit; one a hook needs is written at
+    once. Within one transaction the trail must still read in the order things happened."""
+    from worker.entitlements import hooks
+    from worker.entitlements.queries import audit_trail
+
+    @hooks.on_entitlement("entitlement.revoked")
+    async def told(event_type: str, grant: dict[str, Any]) -> None: ...
+
+    catalog = load_catalog(catalog_path)
+    data = Payment.model_validate(payment("pay_order", [(KEY_ONLY, 1)], metadata={"plan": "pro"}))
+    try:
+        async with ent_stack.db.sessions() as session, session.begin():
+            grants = Grants(session, ent_stack.settings, catalog, Actor.for_event("evt_order"))
+            assert await on_payment(grants, data) == 1  # granted: no hook wants it, so it waits
+            row = await session.scalar(select(GrantRow).where(GrantRow.payment_id == "pay_order"))
+            assert row is not None
+            await grants.revoke(row, reason="refund", cause="ref_1", text="refund ref_1")  # hooked: at once
+            await grants.reattribute(row, reason="dispute", cause="dp_1", text="now the dispute")  # waits
+    finally:
+        hooks.remove(f"{told.__module__}.{told.__qualname__}")
+    async with ent_stack.db.sessions() as session:
+        trail = await audit_trail(session, row.id)
+        meta = list(await session.scalars(select(GrantMetadataRow).where(GrantMetadataRow.grant_id == row.id)))
+        outbox = list(await session.scalars(select(DeliveryRow)))
+    assert [a.action for a in trail] == ["granted", "revoked", "still_revoked"]
+    assert [(m.key, m.value) for m in meta] == [("plan", "pro")]
+    assert [d.event_type for d in outbox] == ["entitlement.revoked"]
