@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from tests.entitlements.conftest import (
@@ -137,3 +138,60 @@ async def test_refund_of_a_renewal_before_the_renewal_event_revokes(ent_stack: S
                         timestamp="2026-10-01T00:00:00Z")
     [key] = await entitlements(ent_stack, subscription_id=sub)
     assert (key["status"], key["status_reason"], key["payment_id"]) == ("revoked", "refund", "pay_renewal")
+
+
+FIRST_PAYMENT_ORDERS = {
+    "active, payment, refund": ["active", "payment", "refund"],
+    "payment, active, refund": ["payment", "active", "refund"],
+    "refund, payment, active": ["refund", "payment", "active"],
+    "refund, active, payment": ["refund", "active", "payment"],
+    "active, refund, payment": ["active", "refund", "payment"],
+}
+
+
+@pytest.mark.parametrize("order", list(FIRST_PAYMENT_ORDERS), ids=list(FIRST_PAYMENT_ORDERS))
+async def test_refund_of_the_first_payment_revokes_in_any_order(ent_stack: Stack, order: str) -> None:
+    """`subscription.active` names no payment; the first payment's `payment.succeeded` names the
+    subscription. Its full refund must take the subscription's key away however the three
+    arrive."""
+    from tests.entitlements.conftest import refund
+
+    sub, pay = "sub_first", "pay_first"
+    events = {
+        "active": ("subscription.active", subscription(sub), "2026-09-01T00:00:00Z"),
+        "payment": ("payment.succeeded", payment(pay, [(KEY_ONLY, 1)], subscription_id=sub), None),
+        "refund": ("refund.succeeded", refund(pay, "ref_first"), None),
+    }
+    for name in FIRST_PAYMENT_ORDERS[order]:
+        event_type, data, timestamp = events[name]
+        await send_and_wait(ent_stack, event_type, data, timestamp=timestamp)
+    [key] = await entitlements(ent_stack, subscription_id=sub)
+    assert (key["status"], key["status_reason"], key["payment_id"]) == ("revoked", "refund", pay)
+    assert await entitlements(ent_stack, payment_id=pay) == [key]  # and nothing granted twice
+
+
+async def test_first_payment_dispute_lost_then_won_follows_the_subscription(ent_stack: Stack) -> None:
+    from tests.entitlements.conftest import dispute
+
+    sub, pay = "sub_disputed", "pay_disputed"
+    await send_and_wait(ent_stack, "subscription.active", subscription(sub), timestamp="2026-09-01T00:00:00Z")
+    await send_and_wait(ent_stack, "payment.succeeded", payment(pay, [(KEY_ONLY, 1)], subscription_id=sub))
+    await send_and_wait(ent_stack, "dispute.lost", dispute(pay, "dp_first"))
+    assert _key(await entitlements(ent_stack, subscription_id=sub))["status"] == "revoked"
+    await send_and_wait(ent_stack, "dispute.won", dispute(pay, "dp_first", status="dispute_won"))
+    assert _key(await entitlements(ent_stack, subscription_id=sub))["status"] == "active"
+
+
+async def test_a_renewal_payment_does_not_take_over_from_the_renewal_event(ent_stack: Stack) -> None:
+    """Grants answer to the latest payment a renewal named; an older payment's late
+    `payment.succeeded` does not move them back, and its refund then leaves them alone."""
+    from tests.entitlements.conftest import refund
+
+    sub = "sub_renewed"
+    await send_and_wait(ent_stack, "subscription.active", subscription(sub), timestamp="2026-09-01T00:00:00Z")
+    await send_and_wait(ent_stack, "subscription.renewed", subscription(sub, payment_id="pay_oct"),
+                        timestamp="2026-10-01T00:00:00Z")
+    await send_and_wait(ent_stack, "payment.succeeded", payment("pay_sep", [(KEY_ONLY, 1)], subscription_id=sub))
+    await send_and_wait(ent_stack, "refund.succeeded", refund("pay_sep", "ref_sep"))
+    key = _key(await entitlements(ent_stack, subscription_id=sub))
+    assert (key["status"], key["payment_id"]) == ("active", "pay_oct")

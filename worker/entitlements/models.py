@@ -112,6 +112,25 @@ class RevocationRow(Base):
     )
 
 
+class SubscriptionPaymentRow(Base):
+    """A payment of a subscription (`payment.succeeded` names its subscription). Only
+    `subscription.renewed` carries a payment id, so this is how a subscription's grants learn
+    their first payment, whose refund or lost dispute must reach them, in whichever order the
+    payment and the subscription's events arrive."""
+
+    __tablename__ = "entitlement_subscription_payments"
+
+    payment_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    subscription_id: Mapped[str] = mapped_column(String(128))
+    paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # the payment's created_at
+    event_id: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        Index("ix_entitlement_subscription_payments_subscription_id", "subscription_id", "paid_at"),
+    )
+
+
 class AuditRow(Base):
     """Every change of a grant: what, why, which event or person, when."""
 

@@ -7,7 +7,7 @@ import json
 from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from worker.entitlements import revocations
+from worker.entitlements import revocations, subscriptions
 from worker.entitlements.models import GrantKind, GrantRow, GrantSource, GrantStatus
 from worker.entitlements.provision import grant_product, owner_of
 from worker.entitlements.revocations import DISPUTE, FULL, LOST, PARTIAL, REFUND, WON, Seen
@@ -27,16 +27,23 @@ async def prepare_batch(events: list[Event], session: AsyncSession) -> None:
     per event; `lock` and `revocations.for_payment` then answer from what this did)."""
     payment_ids = sorted({data.payment_id for data in (e.data for e in events)
                           if isinstance(data, Payment | Refund | Dispute | LicenseKey) and data.payment_id})
+    # A subscription's payment also locks its subscription (`subscriptions.link_payment`).
+    subscription_ids = sorted({sub_id for e in events if isinstance(e.data, Payment)
+                               for sub_id in subscriptions.subscriptions_of(e.data)})
     if payment_ids:
-        await lock_many(session, [f"payment:{payment_id}" for payment_id in payment_ids])
+        await lock_many(session, [*(f"payment:{payment_id}" for payment_id in payment_ids),
+                                  *(f"subscription:{sub_id}" for sub_id in subscription_ids)])
         await revocations.prefetch(session, payment_ids)
 
 
 async def on_payment(grants: Grants, payment: Payment) -> int:
     """payment.succeeded: grant each catalog product of the cart, once. Refunds and disputes the
-    payload shows, or that arrived earlier, leave the new grants revoked. The count created."""
-    if payment.status != "succeeded" or not payment.payment_id or is_subscription_payment(payment):
+    payload shows, or that arrived earlier, leave the new grants revoked. The count created.
+    A subscription's payment grants nothing itself: its subscription's grants answer to it."""
+    if payment.status != "succeeded" or not payment.payment_id:
         return 0
+    if is_subscription_payment(payment):
+        return await subscriptions.link_payment(grants, payment)
     payment_id = payment.payment_id
     await lock(grants.session, f"payment:{payment_id}")
     for seen in revocations.seen_in_payment(payment):

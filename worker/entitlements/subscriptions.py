@@ -11,13 +11,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.entitlements import revocations
-from worker.entitlements.models import GrantKind, GrantRow, GrantSource, GrantStatus
+from worker.entitlements.models import GrantKind, GrantRow, GrantSource, GrantStatus, SubscriptionPaymentRow
 from worker.entitlements.provision import grant_product, owner_of
 from worker.entitlements.service import Grants, Initial
-from worker.entitlements.sql import lock
-from worker.events import Subscription
+from worker.entitlements.sql import insert_ignore, lock, lock_many
+from worker.events import Payment, Subscription
+from worker.store.models import utcnow
 
 SUBSCRIPTION, PLAN_CHANGED = "subscription", "plan_changed"
 
@@ -33,12 +35,16 @@ _GRANT_STATUS = {
 }
 
 
-def parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
+def parse_time(value: object) -> datetime | None:
+    """An event's time in UTC: ISO text or an already parsed datetime; None for anything else."""
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str) and value:
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    else:
         return None
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
 
@@ -54,7 +60,7 @@ async def on_subscription(grants: Grants, sub: Subscription, event_type: str, ti
     sub_id = sub.subscription_id
     if not sub_id:
         return 0
-    await lock(grants.session, f"subscription:{sub_id}")
+    payment_id = await _lock_with_payment(grants.session, sub_id, sub.payment_id)
     raw_status = sub.status or _STATUS_OF_EVENT.get(event_type)
     target = _GRANT_STATUS.get(raw_status or "")
     at = parse_time(timestamp)
@@ -75,7 +81,7 @@ async def on_subscription(grants: Grants, sub: Subscription, event_type: str, ti
                           reason=None if target == GrantStatus.ACTIVE else SUBSCRIPTION,
                           cause=None if target == GrantStatus.ACTIVE else raw_status,
                           text=None if target == GrantStatus.ACTIVE else f"granted {target}: {why}")
-        owner = owner_of(sub, subscription_id=sub_id, payment_id=sub.payment_id)
+        owner = owner_of(sub, subscription_id=sub_id, payment_id=payment_id)
         created = await grant_product(grants, source=GrantSource.SUBSCRIPTION, source_id=sub_id,
                                       product_id=sub.product_id, spec=spec, owner=owner, initial=initial,
                                       activations_limit=limit)
@@ -91,10 +97,61 @@ async def on_subscription(grants: Grants, sub: Subscription, event_type: str, ti
         changes += await _apply_status(grants, grant, target, raw_status, why)
         if grant.kind == GrantKind.LICENSE_KEY and spec is not None and spec.license_key is not None:
             changes += await grants.set_limit(grant, limit, text=why)
-    if sub.payment_id:  # a refund or lost dispute of this renewal may have come first
-        await lock(grants.session, f"payment:{sub.payment_id}")
-        changes += await revocations.apply(grants, sub.payment_id)
+    if payment_id:  # a refund or lost dispute of this payment may have come first
+        changes += await revocations.apply(grants, payment_id)
     return changes
+
+
+async def _lock_with_payment(session: AsyncSession, sub_id: str, payment_id: str | None) -> str | None:
+    """Lock the subscription and the payment its grants answer to: the event's own (renewals
+    carry one), else the latest `payment.succeeded` seen for it. Both in one sorted statement, as
+    `payments.prepare_batch` takes them, so the two never wait on each other in a circle."""
+    guess = payment_id or await latest_payment(session, sub_id)
+    await lock_many(session, [f"subscription:{sub_id}", *([f"payment:{guess}"] if guess else [])])
+    if payment_id:
+        return payment_id
+    latest = await latest_payment(session, sub_id)  # again, under the lock: one may have just landed
+    if latest and latest != guess:
+        await lock(session, f"payment:{latest}")
+    return latest
+
+
+async def latest_payment(session: AsyncSession, sub_id: str) -> str | None:
+    """The subscription's newest payment that a `payment.succeeded` named (None: none seen yet)."""
+    row = SubscriptionPaymentRow
+    return await session.scalar(
+        select(row.payment_id).where(row.subscription_id == sub_id)
+        .order_by(row.paid_at.is_(None), row.paid_at.desc(), row.created_at.desc()).limit(1))
+
+
+def subscriptions_of(payment: Payment) -> list[str]:
+    """The subscriptions a payment pays for (`subscription_ids` when it pays for several)."""
+    ids = [payment.subscription_id, *(payment.get("subscription_ids") or [])]
+    return sorted({value for value in ids if isinstance(value, str) and value})
+
+
+async def link_payment(grants: Grants, payment: Payment) -> int:
+    """payment.succeeded of a subscription: remember it, so the subscription's grants answer to
+    it. Grants `subscription.active` created with no payment (it names none) take this one now;
+    grants created later take it from `latest_payment`. A refund or lost dispute of the payment
+    that came first (or that the payload shows) then revokes them. The number of changes."""
+    payment_id = payment.payment_id
+    sub_ids = subscriptions_of(payment)
+    if not payment_id or not sub_ids:
+        return 0
+    session = grants.session
+    await lock_many(session, [f"payment:{payment_id}", *(f"subscription:{sub_id}" for sub_id in sub_ids)])
+    paid_at = parse_time(payment.get("created_at"))
+    for sub_id in sub_ids:
+        await insert_ignore(session, SubscriptionPaymentRow, {
+            "payment_id": payment_id, "subscription_id": sub_id, "paid_at": paid_at,
+            "event_id": grants.actor.event_id, "created_at": utcnow()})
+        for grant in await _grants_of(grants, sub_id):
+            if grant.payment_id is None:
+                grant.payment_id, grant.updated_at = payment_id, utcnow()
+    for seen in revocations.seen_in_payment(payment):
+        await revocations.record(session, payment_id, seen, grants.actor.event_id)
+    return await revocations.apply(grants, payment_id)
 
 
 async def _apply_status(grants: Grants, grant: GrantRow, target: str | None, raw_status: str | None,
