@@ -149,7 +149,7 @@ class _Step:
 
 async def _claim_and_run(runtime: Runtime, event_ids: list[str]) -> list[_Step | None]:
     """Claim the events in one transaction, then run their batched handlers in another, on one
-    connection (each checkout from the pool costs a ping: three round trips on asyncpg)."""
+    connection (each checkout from the pool costs a ping, a round trip)."""
     async with runtime.db.engine.connect() as connection:
         return await _claim_and_run_on(runtime, connection, event_ids)
 
