@@ -195,3 +195,38 @@ async def test_a_renewal_payment_does_not_take_over_from_the_renewal_event(ent_s
     await send_and_wait(ent_stack, "refund.succeeded", refund("pay_sep", "ref_sep"))
     key = _key(await entitlements(ent_stack, subscription_id=sub))
     assert (key["status"], key["payment_id"]) == ("active", "pay_oct")
+
+
+async def test_first_payment_and_activation_at_once_do_not_miss_each_other(ent_stack: Stack,
+                                                                           catalog_path: Path) -> None:
+    """Two workers: one handles `subscription.active` while the other handles its first
+    `payment.succeeded`. Each must see what the other wrote (locks), so the grants end up
+    answering to the payment, and its refund reaches them."""
+    import asyncio
+
+    from worker.entitlements.catalog import load_catalog
+    from worker.entitlements.payments import on_payment, on_refund
+    from worker.entitlements.service import Actor, Grants
+    from worker.entitlements.subscriptions import on_subscription
+    from worker.events import Payment, Refund, Subscription
+
+    catalog = load_catalog(catalog_path)
+
+    async def in_transaction(name: str, work: Any) -> None:
+        async with ent_stack.db.sessions() as session, session.begin():
+            await work(Grants(session, ent_stack.settings, catalog, Actor.for_event(name)))
+
+    from tests.entitlements.conftest import refund
+
+    for n in range(5):
+        sub, pay = f"sub_race_{n}", f"pay_race_{n}"
+        active = Subscription.model_validate(subscription(sub))
+        paid = Payment.model_validate(payment(pay, [(KEY_ONLY, 1)], subscription_id=sub))
+        await asyncio.gather(
+            in_transaction(f"evt_a{n}", lambda g: on_subscription(g, active, "subscription.active",  # noqa: B023
+                                                                  "2026-09-01T00:00:00Z")),
+            in_transaction(f"evt_p{n}", lambda g: on_payment(g, paid)),  # noqa: B023
+        )
+        await in_transaction(f"evt_r{n}", lambda g: on_refund(g, Refund.model_validate(refund(pay, f"ref_{n}"))))  # noqa: B023
+        [key] = await entitlements(ent_stack, subscription_id=sub)
+        assert (key["status"], key["payment_id"]) == ("revoked", pay), n
