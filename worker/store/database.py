@@ -60,9 +60,9 @@ def _ping_in_one_round_trip(engine: AsyncEngine) -> None:
     SQLAlchemy pings an asyncpg connection at checkout with a transaction around `;` (begin,
     select, rollback): a tenth of the receiver's CPU and of the worker's at 150 events/s, most of
     it in the system calls of three round trips. `SELECT 1` on the simple query protocol tells
-    the same (is the server still there?) in one (asyncpg fails on an empty statement). A connection that fails it is discarded
-    and the pool connects again, as with `pool_pre_ping`: after a server restart the first
-    request still works."""
+    the same (is the server still there?) in one (asyncpg fails on an empty statement). A
+    connection that fails it is discarded and the pool connects again, as with `pool_pre_ping`:
+    after a server restart the first request still works."""
 
     @event.listens_for(engine.sync_engine, "checkout")
     def _on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
