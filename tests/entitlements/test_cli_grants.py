@@ -106,3 +106,29 @@ async def test_cli_change_reaches_python_hooks(ent_stack: Stack) -> None:
     finally:
         hooks.remove(f"{module}.tell_crm")
         sys.modules.pop(module, None)
+
+
+async def test_link_payments_reaches_first_payments_processed_before_schema_0004(ent_stack: Stack) -> None:
+    """Before 0004 a subscription's first payment was not linked to its grants, so its refund
+    missed them. `grants link-payments` links such payments from the inbox and applies what
+    was recorded meanwhile; run again, it finds nothing to do."""
+    from sqlalchemy import delete, update
+
+    from tests.entitlements.conftest import KEY_ONLY, subscription
+    from worker.entitlements.models import GrantRow, SubscriptionPaymentRow
+
+    sub, pay = "sub_old", "pay_old"
+    await send_and_wait(ent_stack, "subscription.active", subscription(sub), timestamp="2026-09-01T00:00:00Z")
+    await send_and_wait(ent_stack, "payment.succeeded", payment(pay, [(KEY_ONLY, 1)], subscription_id=sub))
+    await send_and_wait(ent_stack, "payment.succeeded", payment("pay_one_time", [(PRODUCT, 1)]))
+    async with ent_stack.db.sessions() as session, session.begin():  # what the code before 0004 left
+        await session.execute(delete(SubscriptionPaymentRow))
+        await session.execute(update(GrantRow).where(GrantRow.subscription_id == sub).values(payment_id=None))
+    await send_and_wait(ent_stack, "refund.succeeded", refund(pay, "ref_old"))
+    [key] = await entitlements(ent_stack, subscription_id=sub)
+    assert key["status"] == "active"  # the refund missed the grant
+
+    assert await _json(ent_stack, "link-payments") == {"payments": 1, "linked": 1, "changes": 1}
+    [key] = await entitlements(ent_stack, subscription_id=sub)
+    assert (key["status"], key["status_reason"], key["payment_id"]) == ("revoked", "refund", pay)
+    assert await _json(ent_stack, "link-payments") == {"payments": 1, "linked": 0, "changes": 0}

@@ -1,4 +1,4 @@
-"""`dodo-worker grants list|show|revoke|restore`: support work on entitlement grants.
+"""`dodo-worker grants list|show|revoke|restore|link-payments`: support work on entitlement grants.
 
 Revoke and restore are changes like any other: audited (actor `cli:<user>`) and told to hooks."""
 
@@ -10,6 +10,7 @@ import typer
 from rich.table import Column, Table
 
 from worker.cli.common import console, fail, print_json, run, settings_or_exit
+from worker.entitlements.backfill import LinkReport, link_stored_payments
 from worker.entitlements.catalog import load_catalog
 from worker.entitlements.keys import mask
 from worker.entitlements.models import GrantStatus
@@ -171,3 +172,29 @@ def restore_command(
     """Give a revoked or suspended grant back (audited as cli:<you>; hooks are told)."""
     outcome, result = run(_change(settings_or_exit(), grant_id, "restore", reason))
     _report_change(outcome, result, grant_id, as_json)
+
+
+async def _link_payments(settings: Settings) -> LinkReport:
+    catalog = load_catalog(settings.entitlements_path)
+    load_handler_modules(settings.handler_modules)  # Python hooks hear the revocations it causes
+    db = Database(settings.DATABASE_URL)
+    try:
+        return await link_stored_payments(db, settings, catalog)
+    finally:
+        await db.dispose()
+
+
+@app.command("link-payments")
+def link_payments_command(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Once after upgrading to schema 0004: link the subscription payments processed before it to
+    their subscriptions' grants, so a refund of a first payment reaches them (safe to repeat)."""
+    settings = settings_or_exit()
+    try:
+        report = run(_link_payments(settings))
+    except (ConfigError, RegistryError, ImportError) as exc:
+        fail(f"configuration error: {exc}")
+    if as_json:
+        print_json({"payments": report.payments, "linked": report.linked, "changes": report.changes})
+        return
+    console.print(f"{report.payments} subscription payment(s) in the inbox, {report.linked} linked now, "
+                  f"{report.changes} grant change(s) (refunds and disputes applied)", highlight=False)
