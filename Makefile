@@ -32,9 +32,11 @@ lint: install
 bench: install
 	$(BIN)/python bench/receiver.py
 
-# Re-pin every dependency (needs network); commit requirements.lock afterwards.
+# Re-pin every dependency (needs network); commit requirements.lock afterwards. uv is pinned
+# too, so the same pyproject.toml resolves the same way on every machine.
+UV_VERSION ?= 0.13.9
 lock:
-	$(BIN)/python -m pip install --quiet uv
+	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --universal --generate-hashes -o requirements.lock
 
 clean:
