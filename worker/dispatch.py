@@ -32,8 +32,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from worker.coalesce import Coalescer
 from worker.context import Context
 from worker.events import Event
-from worker.logs import event_logger
-from worker.registry import Handler
+from worker.logs import EventLogger, event_logger
+from worker.registry import RESOURCES, Handler
 from worker.retry import backoff_seconds
 from worker.runtime import Runtime
 from worker.store import EventRow, EventSource, EventStatus, HandlerRunRow, RunStatus
@@ -66,12 +66,75 @@ class _Claim:
         return not self.dead and not self.earlier_dead
 
 
+async def process_events(runtime: Runtime, event_ids: list[str]) -> list[Outcome | BaseException]:
+    """Process several events at once (one arq job's worth): their claims and batched handlers
+    share the worker's batches. One outcome per event, or the error that stopped it (the sweeper
+    takes that event up again).
+
+    When the worker is stopping and cuts this short, the leases of the events it had claimed are
+    given back first (`release_leases`), so that arq's re-run of the job, which starts as soon as
+    this returns, finds them free instead of waiting for the lease to expire."""
+    try:
+        return await asyncio.gather(*(process_event(runtime, event_id) for event_id in event_ids),
+                                    return_exceptions=True)
+    except asyncio.CancelledError:
+        if runtime.stopping:
+            await asyncio.shield(release_leases(runtime, event_ids))
+        raise
+
+
+async def release_leases(runtime: Runtime, event_ids: list[str]) -> None:
+    """Give back the leases this (stopping) process holds on these events: stop its batches, then
+    end the lease (`next_attempt_at` = now) of each event it claimed that is still `processing`
+    under it. The next claim takes the event as a crashed run, as after a SIGKILL, without
+    waiting; if Redis lost the job, the sweeper queues the event again on its next round."""
+    coalescer = runtime.coalescers.pop("events", None)
+    if coalescer is not None:
+        await coalescer.close()
+    now = utcnow()
+    held = [{"b_id": event_id, "b_lease": runtime.leases.pop(event_id), "b_now": now}
+            for event_id in event_ids if event_id in runtime.leases]
+    if not held:
+        return
+    try:
+        async with runtime.db.sessions() as session, session.begin():
+            await session.execute(_LEASE_RELEASE, held)
+    except Exception as exc:  # the database went away too: the leases expire by themselves
+        log.warning("could not give back %d lease(s): %s", len(held), _error_text(exc))
+
+
 async def process_event(runtime: Runtime, event_id: str) -> Outcome:
+    """One event, from its claim to its outcome. Handlers without `batched` hold a database
+    connection each and may be slow, so while any is registered an event takes one of the
+    process's `WORKER_CONCURRENCY` slots before its claim (as one job per event did): a job of
+    fifty events then claims only as many as can run, and a shutdown cuts only those."""
+    if any(not handler.batched for handler in runtime.registry):
+        async with _handler_slots(runtime):
+            return await _process_event(runtime, event_id)
+    return await _process_event(runtime, event_id)
+
+
+async def _process_event(runtime: Runtime, event_id: str) -> Outcome:
     log = event_logger(event_id)
-    step = await _coalescer(runtime).submit(event_id)
-    if step is None:
-        return Outcome("skipped")
+    step: _Step | None = None
+    try:
+        step = await _coalescer(runtime).submit(event_id)
+        if step is None:
+            return Outcome("skipped")
+        return await _finish(runtime, step, log)
+    finally:
+        task = asyncio.current_task()
+        cancelled = task is not None and task.cancelling() > 0
+        # A stopping worker's `process_events` gives the lease back; a skipped event's is another call's.
+        if not (cancelled and runtime.stopping) and (step is not None or cancelled):
+            runtime.leases.pop(event_id, None)
+
+
+async def _finish(runtime: Runtime, step: _Step, log: EventLogger) -> Outcome:
+    """The rest of an event after its claim and batched handlers: its other handlers (within its
+    lease: past it another worker may take the event), then its outcome."""
     claim, event = step.claim, step.event
+    event_id = claim.row.id
     row = claim.row
     if claim.first_attempt:
         lag = (utcnow() - row.received_at).total_seconds()
@@ -89,15 +152,17 @@ async def process_event(runtime: Runtime, event_id: str) -> Outcome:
     errors = dict(step.batched.errors)
     settled = step.batched.settled
     alone = [h for h in claim.to_run if not h.batched]
-    for index, handler in enumerate(alone):
-        # The last handler's transaction also settles the event when everything else went well:
-        # one commit fewer per event, and "processed" lands atomically with the last success.
-        settle = index == len(alone) - 1 and not errors and claim.clean
-        error = await _run_handler(runtime, event, handler, claim.attempts[handler.name], settle=settle)
-        if error is not None:
-            errors[handler.name] = error
-        elif settle:
-            settled = True
+    if alone:
+        async with asyncio.timeout_at(step.deadline):
+            for index, handler in enumerate(alone):
+                # The last handler's transaction also settles the event when everything else went
+                # well: one commit fewer per event, and "processed" lands atomically with it.
+                settle = index == len(alone) - 1 and not errors and claim.clean
+                error = await _run_handler(runtime, event, handler, claim.attempts[handler.name], settle=settle)
+                if error is not None:
+                    errors[handler.name] = error
+                elif settle:
+                    settled = True
     for name, error in errors.items():
         failed[name] = claim.attempts[name]
         runtime.metrics.inc("dodo_handler_failures_total", handler=name)
@@ -126,6 +191,12 @@ async def process_event(runtime: Runtime, event_id: str) -> Outcome:
     return Outcome("processed")
 
 
+def _handler_slots(runtime: Runtime) -> asyncio.Semaphore:
+    if runtime.handler_slots is None:
+        runtime.handler_slots = asyncio.Semaphore(runtime.settings.WORKER_CONCURRENCY)
+    return runtime.handler_slots
+
+
 def _coalescer(runtime: Runtime) -> Coalescer[str, _Step | None]:
     """The worker's batcher of events (one per runtime). One batch runs at a time and the events
     that arrive meanwhile make the next one bigger: the worker is CPU-bound under load, and on
@@ -145,6 +216,7 @@ class _Step:
     claim: _Claim
     event: Event | None  # None: settled by the claim (`ignored`)
     batched: _BatchResult
+    deadline: float  # the event loop's time when its lease runs out
 
 
 async def _claim_and_run(runtime: Runtime, event_ids: list[str]) -> list[_Step | None]:
@@ -158,6 +230,7 @@ async def _claim_and_run_on(runtime: Runtime, connection: AsyncConnection, event
     steps: list[_Step | None] = []
     items: list[_BatchItem] = []
     seen: set[str] = set()
+    deadline = asyncio.get_running_loop().time() + runtime.settings.JOB_TIMEOUT_SECONDS  # before the lease
     for event_id, claim in zip(event_ids, await _claim_many(runtime, connection, event_ids), strict=True):
         if claim is None or event_id in seen:  # an id twice in one batch runs once
             steps.append(None)
@@ -170,9 +243,10 @@ async def _claim_and_run_on(runtime: Runtime, connection: AsyncConnection, event
             # The batch also settles the event when nothing else is left to run.
             settle = claim.clean and len(batched) == len(claim.to_run)
             items.append(_BatchItem(event, batched, claim.attempts, settle, result))
-        steps.append(_Step(claim, event, result))
+        steps.append(_Step(claim, event, result, deadline))
     if items:
-        await _run_batch(runtime, connection, items)
+        async with asyncio.timeout_at(deadline):  # never past the leases
+            await _run_batch(runtime, connection, items)
     return steps
 
 
@@ -204,21 +278,42 @@ async def _claim_many(runtime: Runtime, connection: AsyncConnection, event_ids: 
     async with _session(runtime, connection) as session, session.begin():
         found = (await session.execute(_CLAIM_SELECT, {"ids": sorted(set(event_ids))})).mappings().all()
         rows = {row["id"]: row for row in found}
-        claims = await _claim_rows(runtime, session, rows)
+        claims, lease_until = await _claim_rows(runtime, session, rows)
+    for event_id, claim in claims.items():
+        if claim.handlers:
+            runtime.leases[event_id] = lease_until
     for event_id in event_ids:
         if event_id not in rows:
             event_logger(event_id).warning("not in the inbox; nothing to do")
     return [claims.get(event_id) for event_id in event_ids]
 
 
-async def _claim_rows(runtime: Runtime, session: AsyncSession, rows: dict[str, Any]) -> dict[str, _Claim]:
-    """Per event not yet settled: take it (`processing`, attempts + 1), or settle it as `ignored`
-    when no handler matches or reconciliation already handled its object; count an attempt on
-    every run still owed (marked `running` before it runs, so a worker killed mid-handler still
-    uses it up); mark dead the runs whose worker died during their last attempt."""
+def _leased(row: Any, now: datetime) -> bool:
+    """Claimed by a worker whose lease has not run out: it is alive and on it (a `processing` row
+    whose lease ran out, or that has none, is a run whose worker died)."""
+    lease = row["next_attempt_at"]
+    return row["status"] == EventStatus.PROCESSING and lease is not None and lease > now
+
+
+async def _claim_rows(runtime: Runtime, session: AsyncSession,
+                      rows: dict[str, Any]) -> tuple[dict[str, _Claim], datetime]:
+    """Per event not yet settled nor leased: take it (`processing` with a lease, attempts + 1), or
+    settle it as `ignored` when no handler matches or reconciliation already handled its object;
+    count an attempt on every run still owed (marked `running` before it runs, so a worker killed
+    mid-handler still uses it up); mark dead the runs whose worker died during their last attempt.
+
+    The lease (`next_attempt_at` of a `processing` row) is what keeps two workers off one event:
+    a job carries many events, so arq's one-job-per-id rule no longer does. It lasts the job
+    timeout, and arq hands a dead worker's job to another one only 10 s after that, so the
+    events of a SIGKILLed worker are free again by the time its job runs again."""
     now = utcnow()
+    lease_until = now + timedelta(seconds=runtime.settings.JOB_TIMEOUT_SECONDS)
     max_attempts = runtime.settings.MAX_ATTEMPTS
-    live = {event_id: row for event_id, row in rows.items() if row["status"] not in EventStatus.SETTLED}
+    live = {event_id: row for event_id, row in rows.items()
+            if row["status"] not in EventStatus.SETTLED and not _leased(row, now)}
+    for event_id in rows.keys() - live.keys():
+        if rows[event_id]["status"] == EventStatus.PROCESSING:
+            event_logger(event_id).debug("being processed by another job; skipped")
     # Runs are only ever created by a claim, so an event never claimed before has none.
     runs: dict[str, dict[str, Any]] = {event_id: {} for event_id in live}
     retried = [event_id for event_id, row in live.items() if row["attempts"] > 0]
@@ -234,7 +329,7 @@ async def _claim_rows(runtime: Runtime, session: AsyncSession, rows: dict[str, A
         first_attempt = row["attempts"] == 0
         update = {"b_id": event_id, "attempts": row["attempts"] + 1, "updated_at": now,
                   "status": EventStatus.PROCESSING, "processed_at": row["processed_at"],
-                  "next_attempt_at": row["next_attempt_at"], "last_error": row["last_error"]}
+                  "next_attempt_at": lease_until, "last_error": row["last_error"]}
         event_updates.append(update)
         handlers = runtime.registry.handlers_for(row["type"])
         twin = row["twin_id"]
@@ -274,7 +369,7 @@ async def _claim_rows(runtime: Runtime, session: AsyncSession, rows: dict[str, A
         await session.execute(_RUN_INSERT, run_inserts)
     if run_updates:
         await session.execute(_RUN_UPDATE_BY_ID, run_updates)
-    return claims
+    return claims, lease_until
 
 
 def _claimed(row: Any, last_error: str | None) -> _Claimed:
@@ -323,6 +418,7 @@ async def _run_batch(runtime: Runtime, connection: AsyncConnection, items: list[
             run_updates: list[dict[str, Any]] = []
             settled: list[dict[str, Any]] = []
             timings: list[tuple[str, float]] = []
+            session.info[RESOURCES] = runtime.resources
             await _prepare(session, items)
             for item in items:
                 for handler in item.handlers:
@@ -447,6 +543,10 @@ _RUN_INSERT = insert(_RUNS)
 _RUNS_SELECT = select(_RUNS).where(_RUNS.c.event_id.in_(bindparam("ids", expanding=True)))
 _EVENTS: Any = EventRow.__table__
 _EVENT_UPDATE = update(_EVENTS).where(_EVENTS.c.id == bindparam("b_id"))
+_LEASE_RELEASE = (update(_EVENTS).where(_EVENTS.c.id == bindparam("b_id"),
+                                        _EVENTS.c.status == EventStatus.PROCESSING,
+                                        _EVENTS.c.next_attempt_at == bindparam("b_lease"))
+                  .values(next_attempt_at=bindparam("b_now")))
 # A webhook that arrives after reconciliation repaired its object (or a repair that raced its
 # webhook) is the same news, and the merchant's handlers should not hear it twice: on an event's
 # first claim, `twin_id` is an event already processed for the same type and object when one of
@@ -465,12 +565,11 @@ _CLAIM_SELECT = (select(_EVENTS, case((and_(_EVENTS.c.attempts == 0, _EVENTS.c.t
 
 def _settled_values(status: str, *, retry_in: float | None = None, error: str | None = None) -> dict[str, Any]:
     now = utcnow()
-    values: dict[str, Any] = {"status": status, "updated_at": now, "last_error": error}
+    # `next_attempt_at`: the retry's time, or none (which also ends the claim's lease).
+    values: dict[str, Any] = {"status": status, "updated_at": now, "last_error": error,
+                              "next_attempt_at": None if retry_in is None else now + timedelta(seconds=retry_in)}
     if status in (EventStatus.PROCESSED, EventStatus.IGNORED):
         values["processed_at"] = now
-        values["next_attempt_at"] = None
-    if retry_in is not None:
-        values["next_attempt_at"] = now + timedelta(seconds=retry_in)
     return values
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from datetime import timedelta
 from typing import Any
 
@@ -11,7 +12,7 @@ from arq.cron import cron
 from arq.worker import Worker, func
 
 from worker import queue
-from worker.dispatch import process_event
+from worker.dispatch import process_events
 from worker.registry import Registry, load_handler_modules
 from worker.resources import extra_cron_jobs, extra_functions, open_resources
 from worker.runtime import Runtime
@@ -27,11 +28,32 @@ SWEEP_SECONDS = set(range(0, 60, 10))
 
 
 async def process_event_job(ctx: dict[str, Any], event_id: str) -> str:
+    """One event (the sweeper's, `events replay`'s and retries' job); a retry re-runs this job."""
     runtime: Runtime = ctx["runtime"]
-    outcome = await process_event(runtime, event_id)
+    [outcome] = await process_events(runtime, [event_id])
+    if isinstance(outcome, BaseException):
+        raise outcome
     if outcome.status == "retry" and outcome.retry_in is not None:
         raise Retry(defer=timedelta(seconds=outcome.retry_in))
     return outcome.status
+
+
+async def process_events_job(ctx: dict[str, Any], event_ids: list[str]) -> str:
+    """Several events (the receiver's and reconciliation's job). One that must be retried gets a
+    deferred job of its own; one whose processing crashed (the database went away) is left to
+    the sweeper, like an event whose job failed."""
+    runtime: Runtime = ctx["runtime"]
+    outcomes = await process_events(runtime, list(event_ids))
+    counts: Counter[str] = Counter()
+    for event_id, outcome in zip(event_ids, outcomes, strict=True):
+        if isinstance(outcome, BaseException):
+            counts["crashed"] += 1
+            log.warning("event %s: %s; the sweeper will queue it again", event_id, type(outcome).__name__)
+            continue
+        counts[outcome.status] += 1
+        if outcome.status == "retry" and outcome.retry_in is not None:
+            await queue.enqueue_retry(runtime.redis, runtime.settings.QUEUE_NAME, event_id, outcome.retry_in)
+    return ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
 
 
 async def sweep_job(ctx: dict[str, Any]) -> int:
@@ -42,6 +64,7 @@ def make_startup(settings: Settings, registry: Registry | None, runtime: Runtime
     async def startup(ctx: dict[str, Any]) -> None:
         rt = runtime or Runtime.create(settings, registry)
         ctx["runtime"] = rt
+        rt.stopping = False  # a runtime passed in may have served a worker that stopped
         rt.metrics.start()
         await open_resources(rt)
         swept = await sweep(rt, older_than=0)
@@ -81,7 +104,8 @@ def build_worker(
     if not settings.REDIS_URL:
         raise RuntimeError("REDIS_URL is not set")
     options: dict[str, Any] = {
-        "functions": [func(process_event_job, name=queue.PROCESS_EVENT), *extra_functions(settings)],
+        "functions": [func(process_event_job, name=queue.PROCESS_EVENT),
+                      func(process_events_job, name=queue.PROCESS_EVENTS), *extra_functions(settings)],
         "cron_jobs": cron_jobs(settings),
         "on_startup": make_startup(settings, registry, runtime),
         "on_shutdown": make_shutdown(owns_runtime=runtime is None),
@@ -109,6 +133,9 @@ async def stop_gracefully(worker: Worker, grace_seconds: float) -> None:
     import contextlib
 
     worker.allow_pick_jobs = False
+    runtime = worker.ctx.get("runtime")
+    if runtime is not None:
+        runtime.stopping = True  # what the grace period cuts short gives its events back
     running = [task for task in worker.tasks.values() if not task.done()]
     if running:
         await asyncio.wait(running, timeout=grace_seconds)

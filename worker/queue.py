@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Iterable
+import uuid
 from typing import Any
 
 from arq.connections import ArqRedis, RedisSettings
@@ -15,7 +15,12 @@ from arq.utils import timestamp_ms
 from redis.asyncio import ConnectionPool
 from redis.exceptions import RedisError
 
-PROCESS_EVENT = "process_event"
+PROCESS_EVENT = "process_event"  # one event: the sweeper, `events replay` and retries
+PROCESS_EVENTS = "process_events"  # several: what the receiver and reconciliation enqueue
+# Events per `process_events` job. A job's events share the worker's batches, so one arq job
+# (six Redis round trips) serves many events; the same as WORKER_BATCH_SIZE's default.
+EVENTS_PER_JOB = 50
+SCRIPT_JOBS = 1000  # jobs per enqueue script
 ENQUEUE_TIMEOUT_SECONDS = 2.0
 
 log = logging.getLogger("dodo_worker.queue")
@@ -31,7 +36,7 @@ def redis_settings(url: str) -> RedisSettings:
 
 def serialize_job(data: Any) -> bytes:
     """arq's jobs and results as JSON, not arq's default pickle: unpickling what is in Redis would
-    let anyone who can write to Redis run code in the workers. Our jobs carry an event id only;
+    let anyone who can write to Redis run code in the workers. Our jobs carry event ids only;
     a result that is not JSON (an exception) is stored as its text."""
     return json.dumps(data, separators=(",", ":"), default=str).encode()
 
@@ -58,29 +63,20 @@ def job_id(queue_name: str, event_id: str) -> str:
     return f"{queue_name}:{event_id}"
 
 
-async def enqueue_event(redis: ArqRedis, queue_name: str, event_id: str) -> bool:
-    """Queue one event, keyed by its id so it is never queued twice at once.
-
-    True when the queue has it (newly or already); False when Redis could not be reached."""
+async def enqueue_retry(redis: ArqRedis, queue_name: str, event_id: str, delay: float) -> bool:
+    """Queue one event to run again after `delay` seconds (a handler failed in a job of several).
+    False when Redis could not be reached or a job for it is already queued or running; the
+    sweeper then takes it up when its retry is due."""
     try:
-        await asyncio.wait_for(
-            redis.enqueue_job(PROCESS_EVENT, event_id, _job_id=job_id(queue_name, event_id), _queue_name=queue_name),
+        job = await asyncio.wait_for(
+            redis.enqueue_job(PROCESS_EVENT, event_id, _job_id=job_id(queue_name, event_id),
+                              _queue_name=queue_name, _defer_by=delay),
             ENQUEUE_TIMEOUT_SECONDS,
         )
     except (RedisError, OSError, TimeoutError) as exc:
-        log.warning("could not enqueue event %s: %s", event_id, type(exc).__name__)
+        log.warning("could not enqueue the retry of event %s: %s", event_id, type(exc).__name__)
         return False
-    return True
-
-
-async def enqueue_many(redis: ArqRedis, queue_name: str, event_ids: Iterable[str]) -> list[str]:
-    """Queue several events; returns the ids the queue now holds."""
-    done = []
-    for event_id in event_ids:
-        if not await enqueue_event(redis, queue_name, event_id):
-            break  # Redis is down: the rest would fail the same way
-        done.append(event_id)
-    return done
+    return job is not None
 
 
 # arq has no bulk enqueue. This is its `enqueue_job` for many jobs in one round trip: the same
@@ -102,20 +98,38 @@ return added
 
 
 async def enqueue_events(redis: ArqRedis, queue_name: str, event_ids: list[str]) -> bool:
-    """Queue many events in one round trip; False when Redis could not be reached."""
-    if not event_ids:
-        return True
+    """Queue new events in one round trip, up to `EVENTS_PER_JOB` per job; False when Redis could
+    not be reached.
+
+    A job of several events has a fresh id, so arq does not keep an event from being queued twice
+    (the sweeper may queue it again on its own); the claim's lease in SQL does
+    (worker/dispatch.py), and a second job that finds the event taken or done skips it."""
+    jobs = [(f"{queue_name}:events:{uuid.uuid4().hex}", PROCESS_EVENTS, (event_ids[start:start + EVENTS_PER_JOB],))
+            for start in range(0, len(event_ids), EVENTS_PER_JOB)]
+    return await _enqueue_jobs(redis, queue_name, jobs, len(event_ids))
+
+
+async def enqueue_each(redis: ArqRedis, queue_name: str, event_ids: list[str]) -> bool:
+    """Queue events in one round trip, one job each, keyed by the event's id: what the sweeper
+    and `events replay` use, so that queueing the same events again (every sweep) adds nothing
+    while their jobs wait. False when Redis could not be reached."""
+    jobs = [(job_id(queue_name, event_id), PROCESS_EVENT, (event_id,)) for event_id in event_ids]
+    return await _enqueue_jobs(redis, queue_name, jobs, len(event_ids))
+
+
+async def _enqueue_jobs(redis: ArqRedis, queue_name: str, jobs: list[tuple[str, str, tuple[Any, ...]]],
+                        events: int) -> bool:
     now = timestamp_ms()
-    argv: list[str | bytes] = [job_key_prefix, result_key_prefix, str(redis.expires_extra_ms), str(now)]
-    for event_id in event_ids:
-        argv += [job_id(queue_name, event_id), arq_serialize_job(PROCESS_EVENT, (event_id,), {}, None, now,
-                                         serializer=redis.job_serializer)]
-    try:
-        await asyncio.wait_for(
-            redis.eval(_ENQUEUE_SCRIPT, 1, queue_name, *argv),  # type: ignore[arg-type]
-            ENQUEUE_TIMEOUT_SECONDS,
-        )
-    except (RedisError, OSError, TimeoutError) as exc:
-        log.warning("could not enqueue %d event(s): %s", len(event_ids), type(exc).__name__)
-        return False
+    for start in range(0, len(jobs), SCRIPT_JOBS):  # Redis runs nothing else while a script runs
+        argv: list[str | bytes] = [job_key_prefix, result_key_prefix, str(redis.expires_extra_ms), str(now)]
+        for arq_job_id, function, args in jobs[start:start + SCRIPT_JOBS]:
+            argv += [arq_job_id, arq_serialize_job(function, args, {}, None, now, serializer=redis.job_serializer)]
+        try:
+            await asyncio.wait_for(
+                redis.eval(_ENQUEUE_SCRIPT, 1, queue_name, *argv),  # type: ignore[arg-type]
+                ENQUEUE_TIMEOUT_SECONDS,
+            )
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("could not enqueue %d event(s): %s", events, type(exc).__name__)
+            return False
     return True

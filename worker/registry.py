@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 HandlerFunc = Callable[["Event", "Context"], Awaitable[Any]]
 # Called once per batch, before a batched handler runs for its events: (events, session).
 PrepareFunc = Callable[[list["Event"], "AsyncSession"], Awaitable[None]]
+# In a batch's session.info while `prepare` runs: the worker's resources (what `ctx.resources` holds).
+RESOURCES = "dodo_worker.resources"
 
 _PATTERN = re.compile(r"^(\*|[a-z0-9_]+\.\*|[a-z0-9_]+\.[a-z0-9_]+)$")
 
@@ -71,7 +73,8 @@ class Registry:
         may run it for many events in one transaction (much faster); if one of them raises, the
         transaction is rolled back and each event runs again on its own. `prepare(events,
         session)`, for a batched handler, runs first in that transaction, once per batch: to
-        take locks or read rows for all its events in one statement."""
+        take locks or read rows for all its events in one statement (`session.info[RESOURCES]`
+        holds the worker's resources)."""
         if prepare is not None and not batched:
             raise RegistryError("@on(..., prepare=...) needs batched=True: it runs once per batch")
         if not patterns:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from arq.connections import ArqRedis
@@ -25,6 +27,10 @@ class Runtime:
     registry: Registry
     resources: dict[str, Any] = field(default_factory=dict)
     coalescers: dict[str, Coalescer[Any, Any]] = field(default_factory=dict)  # worker/dispatch.py
+    # The events this process has claimed and not settled yet, with their lease (worker/dispatch.py).
+    leases: dict[str, datetime] = field(default_factory=dict)
+    handler_slots: asyncio.Semaphore | None = None  # bounds non-batched handlers (WORKER_CONCURRENCY)
+    stopping: bool = False  # set by `stop_gracefully`: cancelled jobs then give their events back
 
     @classmethod
     def create(cls, settings: Settings, registry: Registry | None = None) -> Runtime:

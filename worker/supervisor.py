@@ -53,7 +53,7 @@ class WorkerSupervisor:
                 break
             error = task.exception() if not task.cancelled() else None
             # Let running handlers finish: they need SQL, not Redis, and a job cut short here
-            # would sit `processing` until the sweeper's stuck rule (JOB_TIMEOUT + 30 s).
+            # would wait for arq to run its job again (or, if Redis lost it, for the sweeper).
             with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
                 await stop_gracefully(self.current, self.settings.SHUTDOWN_GRACE_SECONDS)
             if error is not None and not isinstance(error, RedisError | OSError | TimeoutError):

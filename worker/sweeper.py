@@ -25,7 +25,7 @@ async def sweep(runtime: Runtime, older_than: float | None = None) -> int:
         )
     if not ids:
         return 0
-    enqueued = await queue.enqueue_many(runtime.redis, settings.QUEUE_NAME, ids)
+    enqueued = ids if await queue.enqueue_each(runtime.redis, settings.QUEUE_NAME, ids) else []
     async with runtime.db.sessions() as session, session.begin():
         await inbox.mark_queued(session, enqueued)
     if enqueued:

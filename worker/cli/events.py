@@ -121,7 +121,7 @@ async def replay(settings: Settings, event_ids: list[str] | None, dead: bool) ->
     if found and settings.REDIS_URL:
         redis = queue.connect(settings.REDIS_URL)
         try:
-            enqueued = await queue.enqueue_many(redis, settings.QUEUE_NAME, found)
+            enqueued = found if await queue.enqueue_each(redis, settings.QUEUE_NAME, found) else []
         finally:
             await redis.aclose(close_connection_pool=True)
     return {"replayed": found, "enqueued": enqueued, "missing": missing}

@@ -131,7 +131,8 @@ async def ids_to_sweep(session: AsyncSession, *, older_than: timedelta, stuck_af
                        limit: int = 1000) -> list[str]:
     """Events that should be in the queue but may not be: never enqueued (Redis was down),
     a retry whose job is overdue, or a run whose worker died (Redis itself may have lost it).
-    Re-enqueueing is harmless: arq refuses a job id that is already queued or running."""
+    Re-enqueueing is harmless: arq refuses an event's job id that is already queued or running,
+    and a claim skips an event that another job holds the lease of or has settled."""
     now = utcnow()
     cutoff = now - older_than
     query = (
@@ -141,7 +142,10 @@ async def ids_to_sweep(session: AsyncSession, *, older_than: timedelta, stuck_af
                 and_(EventRow.status.in_([EventStatus.RECEIVED, EventStatus.QUEUED]),
                      EventRow.updated_at <= cutoff),
                 and_(EventRow.status == EventStatus.FAILED, EventRow.next_attempt_at <= cutoff),
-                and_(EventRow.status == EventStatus.PROCESSING,
+                # A claim whose lease ran out (its worker died, or its job timed out), or an
+                # old claim without a lease (given back by a stopping worker, or pre-lease).
+                and_(EventRow.status == EventStatus.PROCESSING, EventRow.next_attempt_at <= now),
+                and_(EventRow.status == EventStatus.PROCESSING, EventRow.next_attempt_at.is_(None),
                      EventRow.updated_at <= now - stuck_after),
             )
         )

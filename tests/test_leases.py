@@ -1,0 +1,237 @@
+"""The claim's lease: what keeps two jobs off one event now that a job carries many events.
+
+A `processing` event whose lease has not run out is skipped; one whose lease ran out (its worker
+died) is taken as a crashed run; a stopping worker gives its leases back; the sweeper queues an
+event whose lease ran out again. Real SQL and Redis, the real dispatcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+
+from tests.support import Stack, sample_envelope, wait_until
+from worker import Context, Event
+from worker.dispatch import Outcome, process_events
+from worker.registry import Registry
+from worker.runtime import Runtime
+from worker.store import EventRow, EventStatus, HandlerRunRow, RunStatus, inbox
+from worker.store.models import utcnow
+
+
+@pytest.fixture
+async def runtimes(stack_factory: Any, registry: Registry) -> AsyncIterator[tuple[Stack, Runtime, Runtime]]:
+    """Two workers' runtimes on one database (no arq worker: the tests call the dispatcher)."""
+    stack = await stack_factory(web=False, worker=False, JOB_TIMEOUT_SECONDS=60)
+    first, second = Runtime.create(stack.settings, registry), Runtime.create(stack.settings, registry)
+    yield stack, first, second
+    await first.close()
+    await second.close()
+
+
+async def store(stack: Stack, event_id: str) -> None:
+    body = json.dumps(sample_envelope("payment.succeeded"))
+    assert await inbox.insert_event(stack.db, event_id=event_id, event_type="payment.succeeded", body=body)
+
+
+async def set_row(stack: Stack, event_id: str, **values: Any) -> None:
+    async with stack.db.sessions() as session, session.begin():
+        await session.execute(update(EventRow).where(EventRow.id == event_id).values(**values))
+
+
+def gated(registry: Registry) -> tuple[asyncio.Event, asyncio.Event, list[str]]:
+    """A handler that signals when it starts and waits to be let go."""
+    started, release, calls = asyncio.Event(), asyncio.Event(), []
+
+    @registry.on("payment.succeeded")
+    async def gate(event: Event, ctx: Context) -> None:
+        calls.append(event.id)
+        started.set()
+        await release.wait()
+
+    return started, release, calls
+
+
+async def running(stack: Stack, runtime: Runtime, started: asyncio.Event, event_id: str) -> asyncio.Task[Any]:
+    """Store the event and start a job on it; back once its (gated) handler runs."""
+    await store(stack, event_id)
+    job = asyncio.create_task(process_events(runtime, [event_id]))
+    await asyncio.wait_for(started.wait(), 10)
+    return job
+
+
+async def test_an_event_under_a_live_lease_is_skipped(runtimes, registry: Registry) -> None:
+    stack, first, second = runtimes
+    started, release, calls = gated(registry)
+    job = await running(stack, first, started, "evt_lease_live")
+    row = await stack.event("evt_lease_live")
+    assert row is not None and row.status == EventStatus.PROCESSING
+    assert row.next_attempt_at is not None
+    # The lease lasts the job timeout (60 s here) from the claim.
+    assert timedelta(seconds=55) < row.next_attempt_at - utcnow() <= timedelta(seconds=60)
+
+    assert await process_events(second, ["evt_lease_live"]) == [Outcome("skipped")]
+    assert calls == ["evt_lease_live"], "the second job did not run the handler"
+
+    release.set()
+    assert await job == [Outcome("processed")]
+    row = await stack.event("evt_lease_live")
+    assert row is not None and (row.status, row.attempts, row.next_attempt_at) == (EventStatus.PROCESSED, 1, None)
+
+
+async def test_an_expired_lease_is_a_crashed_run(runtimes, registry: Registry) -> None:
+    """As after a SIGKILL: the run left `running` uses up its attempt, and the event runs again."""
+    stack, first, _ = runtimes
+    _, release, calls = gated(registry)
+    release.set()
+    await store(stack, "evt_lease_dead")
+    await set_row(stack, "evt_lease_dead", status=EventStatus.PROCESSING, attempts=1,
+                  next_attempt_at=utcnow() - timedelta(seconds=1))
+    handler = registry.handlers_for("payment.succeeded")[0].name
+    async with stack.db.sessions() as session, session.begin():
+        session.add(HandlerRunRow(event_id="evt_lease_dead", handler=handler, status=RunStatus.RUNNING,
+                                  attempts=1, started_at=utcnow()))
+
+    assert await process_events(first, ["evt_lease_dead"]) == [Outcome("processed")]
+    assert calls == ["evt_lease_dead"]
+    row = await stack.event("evt_lease_dead")
+    assert row is not None and (row.status, row.attempts) == (EventStatus.PROCESSED, 2)
+    run = (await stack.runs("evt_lease_dead"))[handler]
+    assert (run.status, run.attempts) == (RunStatus.SUCCEEDED, 2)
+
+
+async def test_a_stopping_worker_gives_its_leases_back(runtimes, registry: Registry) -> None:
+    """A job cut short by shutdown frees its events at once, so arq's re-run (on any worker)
+    takes them instead of skipping them until the lease runs out."""
+    stack, first, second = runtimes
+    started, release, calls = gated(registry)
+    job = await running(stack, first, started, "evt_lease_stop")
+    first.stopping = True  # what `stop_gracefully` sets before the grace period ends
+    job.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await job
+    row = await stack.event("evt_lease_stop")
+    assert row is not None and row.status == EventStatus.PROCESSING
+    assert row.next_attempt_at is not None and row.next_attempt_at <= utcnow(), "the lease was given back"
+
+    release.set()
+    assert await process_events(second, ["evt_lease_stop"]) == [Outcome("processed")]
+    assert calls == ["evt_lease_stop", "evt_lease_stop"]
+    row = await stack.event("evt_lease_stop")
+    assert row is not None and (row.status, row.attempts) == (EventStatus.PROCESSED, 2)
+
+
+async def test_a_job_cancelled_without_stopping_keeps_its_lease(runtimes, registry: Registry) -> None:
+    """A job timeout is not a shutdown: the event stays leased (it runs out by itself)."""
+    stack, first, second = runtimes
+    started, release, _ = gated(registry)
+    job = await running(stack, first, started, "evt_lease_timeout")
+    job.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await job
+    release.set()
+    assert await process_events(second, ["evt_lease_timeout"]) == [Outcome("skipped")]
+
+
+async def test_the_sweeper_queues_events_whose_lease_ran_out(runtimes) -> None:
+    stack, *_ = runtimes
+    now = utcnow()
+    for event_id, lease in [("evt_sweep_live", now + timedelta(seconds=30)),
+                            ("evt_sweep_expired", now - timedelta(seconds=1)),
+                            ("evt_sweep_none_recent", None), ("evt_sweep_none_old", None)]:
+        await store(stack, event_id)
+        await set_row(stack, event_id, status=EventStatus.PROCESSING, next_attempt_at=lease, updated_at=now)
+    await set_row(stack, "evt_sweep_none_old", updated_at=now - timedelta(seconds=300))
+
+    async with stack.db.sessions() as session:
+        ids = await inbox.ids_to_sweep(session, older_than=timedelta(0), stuck_after=timedelta(seconds=90))
+    assert sorted(ids) == ["evt_sweep_expired", "evt_sweep_none_old"]
+
+
+async def test_one_event_in_two_jobs_at_once_runs_once(stack_factory, registry: Registry) -> None:
+    """The receiver's job and a sweeper's job can carry the same event: through the real worker,
+    with both on the queue at once, its handler runs once."""
+    calls: list[str] = []
+
+    @registry.on("payment.succeeded")
+    async def count(event: Event, ctx: Context) -> None:
+        calls.append(event.id)
+        await asyncio.sleep(0.05)
+
+    stack = await stack_factory(web=False, worker=False)
+    ids = [f"evt_twice_{n}" for n in range(30)]
+    for event_id in ids:
+        await store(stack, event_id)
+    runtime = Runtime.create(stack.settings, registry)
+    try:
+        from worker import queue
+
+        assert await queue.enqueue_events(runtime.redis, stack.settings.QUEUE_NAME, ids)
+        assert await queue.enqueue_each(runtime.redis, stack.settings.QUEUE_NAME, ids)
+    finally:
+        await runtime.close()
+    await stack.start_worker()
+
+    async def all_processed() -> bool:
+        rows = [await stack.event(event_id) for event_id in ids]
+        return all(row is not None and row.status == EventStatus.PROCESSED for row in rows)
+
+    await wait_until(all_processed, what="every event to be processed")
+    assert sorted(calls) == sorted(ids), "each event's handler ran exactly once"
+
+
+async def test_non_batched_handlers_bound_the_events_a_job_claims(stack_factory, registry: Registry) -> None:
+    """A job carries many events, but while a handler without `batched` is registered a worker
+    claims only `WORKER_CONCURRENCY` events at once: the others wait unclaimed, so a shutdown
+    cuts (and uses an attempt of) only the ones running."""
+    started, release, calls = gated(registry)
+    stack = await stack_factory(web=False, worker=False, WORKER_CONCURRENCY=3)
+    ids = [f"evt_slot_{n}" for n in range(10)]
+    for event_id in ids:
+        await store(stack, event_id)
+    runtime = Runtime.create(stack.settings, registry)
+    try:
+        job = asyncio.create_task(process_events(runtime, ids))
+
+        async def three_running() -> bool:
+            return len(calls) == 3
+
+        await wait_until(three_running, what="three handlers to start")
+        rows = [await stack.event(event_id) for event_id in ids]
+        assert sorted(row.status for row in rows if row is not None) == (
+            [EventStatus.PROCESSING] * 3 + [EventStatus.RECEIVED] * 7)
+        release.set()
+        assert await job == [Outcome("processed")] * 10
+    finally:
+        await runtime.close()
+
+
+async def test_handlers_do_not_run_past_the_lease(stack_factory, registry: Registry) -> None:
+    """Past its lease another worker may take the event, so its handlers stop there (each one
+    alone is within the job timeout; together they are not)."""
+    @registry.on("payment.succeeded")
+    async def first(event: Event, ctx: Context) -> None:
+        await asyncio.sleep(0.7)
+
+    @registry.on("payment.succeeded")
+    async def second(event: Event, ctx: Context) -> None:
+        await asyncio.sleep(0.7)
+
+    stack = await stack_factory(web=False, worker=False, JOB_TIMEOUT_SECONDS=1)
+    await store(stack, "evt_past_lease")
+    runtime = Runtime.create(stack.settings, registry)
+    try:
+        [outcome] = await process_events(runtime, ["evt_past_lease"])
+    finally:
+        await runtime.close()
+    assert isinstance(outcome, TimeoutError)
+    row = await stack.event("evt_past_lease")
+    assert row is not None and row.status == EventStatus.PROCESSING, "left for the sweeper, as a crashed run"
+    runs = await stack.runs("evt_past_lease")
+    assert sorted(run.status for run in runs.values()) == [RunStatus.RUNNING, RunStatus.SUCCEEDED]
