@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.entitlements import revocations, subscriptions
+from worker.entitlements.catalog import Catalog
 from worker.entitlements.models import GrantKind, GrantRow, GrantSource, GrantStatus
-from worker.entitlements.provision import grant_product, owner_of
+from worker.entitlements.provision import grant_product, owner_of, plan_product
 from worker.entitlements.revocations import DISPUTE, FULL, LOST, PARTIAL, REFUND, WON, Seen
-from worker.entitlements.service import GrantKey, Grants, Initial, Owner
+from worker.entitlements.service import GrantKey, Grants, Initial, NewGrant, Owner, insert_ahead
 from worker.entitlements.sql import lock, lock_many
 from worker.events import Dispute, Event, LicenseKey, Payment, Refund
+from worker.registry import RESOURCES
 
 
 def is_subscription_payment(payment: Payment) -> bool:
@@ -34,6 +37,43 @@ async def prepare_batch(events: list[Event], session: AsyncSession) -> None:
         await lock_many(session, [*(f"payment:{payment_id}" for payment_id in payment_ids),
                                   *(f"subscription:{sub_id}" for sub_id in subscription_ids)])
         await revocations.prefetch(session, payment_ids)
+        await _insert_grants_ahead(events, session)
+
+
+async def _insert_grants_ahead(events: list[Event], session: AsyncSession) -> None:
+    """The grants of the batch's plain paid orders in one INSERT (`Grants.insert_ahead`), for
+    `on_payment` to take: one statement per batch instead of one per order. Only orders whose
+    grants surely start active: no refund or dispute in the payload or recorded, and no other
+    event of the batch about the same payment (its refund could come first in the batch)."""
+    resources = session.info.get(RESOURCES) or {}
+    catalog = resources.get("catalog")
+    if not isinstance(catalog, Catalog):
+        return
+    mentions = Counter(data.payment_id for data in (e.data for e in events)
+                       if isinstance(data, Payment | Refund | Dispute | LicenseKey) and data.payment_id)
+    planned: list[tuple[list[NewGrant], Owner]] = []
+    for event in events:
+        payment = event.data
+        if event.type != "payment.succeeded" or not isinstance(payment, Payment) or not _grants_itself(payment):
+            continue
+        payment_id = payment.payment_id or ""
+        if mentions[payment_id] > 1 or revocations.seen_in_payment(payment):
+            continue
+        if await revocations.for_payment(session, payment_id):  # prefetched: no query
+            continue
+        owner = owner_of(payment, payment_id=payment_id)
+        for item in payment.product_cart or []:
+            spec = catalog.product(item.product_id)
+            if spec is not None:
+                planned.append((plan_product(catalog, source=GrantSource.PAYMENT, source_id=payment_id,
+                                             product_id=item.product_id, spec=spec, units=item.quantity), owner))
+    if planned:
+        await insert_ahead(session, planned)
+
+
+def _grants_itself(payment: Payment) -> bool:
+    """A payment that `on_payment` grants the cart of (not a subscription's)."""
+    return payment.status == "succeeded" and bool(payment.payment_id) and not is_subscription_payment(payment)
 
 
 async def on_payment(grants: Grants, payment: Payment) -> int:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from worker.entitlements.catalog import ProductSpec
-from worker.entitlements.models import GrantKind, GrantRow
+from worker.entitlements.catalog import Catalog, ProductSpec
+from worker.entitlements.models import GrantKind
 from worker.entitlements.service import GrantKey, Grants, Initial, NewGrant, Owner
 from worker.events import Customer, Payload
 from worker.store.models import utcnow
@@ -30,8 +30,16 @@ def owner_of(data: Payload, *, payment_id: str | None = None, subscription_id: s
 
 async def grant_product(grants: Grants, *, source: str, source_id: str, product_id: str, spec: ProductSpec,
                         owner: Owner, units: int = 1, initial: Initial | None = None,
-                        activations_limit: Any = "catalog") -> list[GrantRow]:
-    """Create the product's grants that do not exist yet (in one statement); the new ones."""
+                        activations_limit: Any = "catalog") -> list[str]:
+    """Create the product's grants that do not exist yet (in one statement); the new ones' ids."""
+    new = plan_product(grants.catalog, source=source, source_id=source_id, product_id=product_id, spec=spec,
+                       units=units, activations_limit=activations_limit)
+    return await grants.insert_many(new, owner, initial)
+
+
+def plan_product(catalog: Catalog, *, source: str, source_id: str, product_id: str, spec: ProductSpec,
+                 units: int = 1, activations_limit: Any = "catalog") -> list[NewGrant]:
+    """The grants a product gives, as the catalog says: a licence key per unit, each file, each hook."""
     new: list[NewGrant] = []
     if spec.license_key is not None:
         limit = spec.license_key.activations_limit if activations_limit == "catalog" else activations_limit
@@ -41,9 +49,9 @@ async def grant_product(grants: Grants, *, source: str, source_id: str, product_
                                 license=spec.license_key, activations_limit=limit,
                                 expires_at=utcnow() + timedelta(days=days) if days else None))
     for ref in spec.files:
-        file_spec = grants.catalog.file(ref)
+        file_spec = catalog.file(ref)
         new.append(NewGrant(GrantKey(source, source_id, product_id, GrantKind.FILE, ref),
                             file_name=file_spec.name if file_spec else ref.rsplit("/", 1)[-1]))
     for url in spec.hooks:
         new.append(NewGrant(GrantKey(source, source_id, product_id, GrantKind.HOOK, url)))
-    return await grants.create_many(new, owner, initial)
+    return new

@@ -18,14 +18,16 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 
-from worker.entitlements import keys, outbox
+from worker.entitlements import hooks, keys, outbox
 from worker.entitlements.catalog import Catalog, LicenseKeySpec
 from worker.entitlements.models import AuditRow, GrantKind, GrantMetadataRow, GrantRow, GrantStatus
-from worker.entitlements.sql import insert_ignore_many, insert_later, write_pending
+from worker.entitlements.sql import TRANSACTION_INFO, insert_ignore_many, insert_later, write_pending
 from worker.settings import Settings
 from worker.store.models import utcnow
 
 GRANTED, REVOKED = "entitlement.granted", "entitlement.revoked"
+INSERTED_AHEAD = "dodo_worker.grants_inserted_ahead"  # session.info: grant id -> its row, or None
+TRANSACTION_INFO.append(INSERTED_AHEAD)
 SUSPENDED, RESUMED, UPDATED = "entitlement.suspended", "entitlement.resumed", "entitlement.updated"
 
 
@@ -107,6 +109,21 @@ class Initial:
     state_at: str | None = None
 
 
+async def insert_ahead(session: AsyncSession, planned: list[tuple[list[NewGrant], Owner]]) -> None:
+    """Insert active grants that handlers later in this transaction will create, all in one
+    statement (a batch's paid orders: one INSERT per batch instead of one per order).
+    `Grants.insert_many` then takes each planned grant from here, as inserted now or found
+    existing, without a statement of its own; the rest of what a new grant writes (audit,
+    metadata, hooks) it still writes."""
+    now = utcnow()
+    rows = [Grants._values(grant, owner, Initial(), now) for new, owner in planned for grant in new]
+    if not rows:
+        return
+    inserted = await insert_ignore_many(session, GrantRow, rows)
+    ahead: dict[str, dict[str, Any] | None] = session.info.setdefault(INSERTED_AHEAD, {})
+    ahead.update({row["id"]: row if row["id"] in inserted else None for row in rows})
+
+
 def metadata_value(value: Any) -> str:
     return (value if isinstance(value, str) else json.dumps(value))[:512]
 
@@ -134,23 +151,58 @@ class Grants:
 
     async def create_many(self, new: list[NewGrant], owner: Owner, initial: Initial | None = None) -> list[GrantRow]:
         """Insert, in one statement, the grants whose keys are not taken yet; the new rows, in order."""
+        return [grant or self._attach(values) for values, grant in await self._insert(new, owner, initial)]
+
+    async def insert_many(self, new: list[NewGrant], owner: Owner, initial: Initial | None = None) -> list[str]:
+        """`create_many` for the worker's hot path: the new grants' ids, with no ORM object built
+        unless a hook must hear of the grant (building and adding one was a sixth of the
+        worker's CPU per order). A later query in the transaction loads them as usual."""
+        return [values["id"] for values, _ in await self._insert(new, owner, initial)]
+
+    async def _insert(self, new: list[NewGrant], owner: Owner,
+                      initial: Initial | None) -> list[tuple[dict[str, Any], GrantRow | None]]:
         if not new:
             return []
         initial = initial or Initial()
         now = utcnow()
-        rows = [self._values(grant, owner, initial, now) for grant in new]
-        inserted = await insert_ignore_many(self.session, GrantRow, rows)
-        created: list[GrantRow] = []
-        for values in rows:
-            if values["id"] not in inserted:
+        ahead: dict[str, dict[str, Any] | None] = self.session.info.get(INSERTED_AHEAD) or {}
+        rows: list[dict[str, Any]] = []
+        inserted: set[str] = set()
+        fresh: list[dict[str, Any]] = []
+        for grant in new:
+            grant_id = grant.key.grant_id
+            if grant_id in ahead:
+                if initial.status != GrantStatus.ACTIVE:  # the batch rolls back; each event runs alone
+                    raise RuntimeError(f"grant {grant_id} was inserted ahead as active, but starts {initial.status}")
+                values = ahead.pop(grant_id)
+                if values is not None:  # inserted ahead (None: it existed already)
+                    rows.append(values)
+                    inserted.add(grant_id)
                 continue
-            grant = self._attach(values)
+            values = self._values(grant, owner, initial, now)
+            rows.append(values)
+            fresh.append(values)
+        if fresh:
+            inserted |= await insert_ignore_many(self.session, GrantRow, fresh)
+        event_type = GRANTED if initial.status == GrantStatus.ACTIVE else None
+        notify = event_type is not None and (self.settings.HOOKS_SIGNING_KEY is not None
+                                             or bool(hooks.targets_for(event_type)))
+        created: list[tuple[dict[str, Any], GrantRow | None]] = []
+        for values in rows:
+            grant_id = values["id"]
+            if grant_id not in inserted:
+                continue
             for meta_key, value in owner.metadata.items():
                 insert_later(self.session, GrantMetadataRow,
-                             {"grant_id": grant.id, "key": str(meta_key)[:64], "value": metadata_value(value)})
-            await self._record(grant, "granted", None, initial.status, initial.text or "granted",
-                               GRANTED if initial.status == GrantStatus.ACTIVE else None)
-            created.append(grant)
+                             {"grant_id": grant_id, "key": str(meta_key)[:64], "value": metadata_value(value)})
+            text = initial.text or "granted"
+            if notify:
+                row = self._attach(values)
+                await self._record(row, "granted", None, initial.status, text, event_type)
+                created.append((values, row))
+            else:  # nothing to deliver: the audit row alone
+                insert_later(self.session, AuditRow, self._audit(grant_id, "granted", None, initial.status, text))
+                created.append((values, None))
         return created
 
     @staticmethod
@@ -240,13 +292,16 @@ class Grants:
         await self._record(grant, action, before, to, text, event_type)
         return True
 
+    def _audit(self, grant_id: str, action: str, before: str | None, after: str | None, text: str) -> dict[str, Any]:
+        return {"grant_id": grant_id, "action": action, "from_status": before, "to_status": after,
+                "reason": text, "event_id": self.actor.event_id, "actor": self.actor.name, "at": utcnow()}
+
     async def _record(self, grant: GrantRow, action: str, before: str | None, after: str | None,
                       text: str, event_type: str | None) -> None:
         """Write the audit row: with the transaction's other queued rows before it commits, or at
         once (after the rows queued before it, keeping the trail in order) when an outbox row
         needs its id."""
-        values = {"grant_id": grant.id, "action": action, "from_status": before, "to_status": after,
-                  "reason": text, "event_id": self.actor.event_id, "actor": self.actor.name, "at": utcnow()}
+        values = self._audit(grant.id, action, before, after, text)
         targets = outbox.targets(self.settings, self.catalog, grant, event_type) if event_type else []
         if not targets or event_type is None:
             insert_later(self.session, AuditRow, values)

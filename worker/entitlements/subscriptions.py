@@ -85,7 +85,7 @@ async def on_subscription(grants: Grants, sub: Subscription, event_type: str, ti
         created = await grant_product(grants, source=GrantSource.SUBSCRIPTION, source_id=sub_id,
                                       product_id=sub.product_id, spec=spec, owner=owner, initial=initial,
                                       activations_limit=limit)
-        created_ids = {row.id for row in created}
+        created_ids = set(created)
         changes += len(created)
 
     for grant in existing:
