@@ -215,3 +215,41 @@ async def test_a_concurrent_burst_with_repeats_stores_each_id_once(stack_factory
     assert outcomes.count("duplicate") == 15
     for event_id in bodies:
         await stack.wait_status(event_id, EventStatus.PROCESSED, EventStatus.IGNORED)
+
+
+async def queued_event_ids(stack: Stack) -> list[list[str]]:
+    """The events of each job on the stack's queue."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(stack.settings.REDIS_URL or "")
+    try:
+        job_ids = await client.zrange(stack.settings.QUEUE_NAME, 0, -1)
+        jobs = [await client.get(b"arq:job:" + job_id) for job_id in job_ids]
+        return [json.loads(job)["a"][0] for job in jobs if job is not None]
+    finally:
+        await client.aclose()
+
+
+async def test_webhooks_arriving_together_share_one_job(stack_factory) -> None:
+    """New events wait a moment (the enqueue window) for others to share their arq job."""
+    import asyncio
+
+    from tests.support import wait_until
+
+    stack = await stack_factory(worker=False, WEBHOOK_ENQUEUE_WINDOW_SECONDS=1.0)
+    sent = await asyncio.gather(*(stack.send("payment.succeeded") for _ in range(5)))
+    assert [response.status_code for _, response in sent] == [200] * 5
+
+    async def queued() -> list[list[str]]:
+        return await queued_event_ids(stack)
+
+    jobs = await wait_until(queued, what="the events to be queued")
+    assert [sorted(job) for job in jobs] == [sorted(event_id for event_id, _ in sent)]
+
+
+async def test_stopping_the_receiver_queues_what_its_window_holds(stack_factory) -> None:
+    stack = await stack_factory(worker=False, WEBHOOK_ENQUEUE_WINDOW_SECONDS=1.0)
+    event_id, response = await stack.send("payment.succeeded")
+    assert response.status_code == 200
+    await stack.stop_web()  # well within the window
+    assert await queued_event_ids(stack) == [[event_id]]

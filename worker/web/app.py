@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 from litestar import Litestar
@@ -45,7 +46,9 @@ def create_app(
         runtime = Runtime.create(settings, registry)
         runtime.resources["catalog"] = catalog
         app.state.runtime = runtime
-        writer = InboxWriter(runtime.db, runtime.redis, settings.QUEUE_NAME)
+        writer = InboxWriter(runtime.db, runtime.redis, settings.QUEUE_NAME,
+                             enqueue_window=settings.WEBHOOK_ENQUEUE_WINDOW_SECONDS,
+                             on_enqueue_failed=partial(runtime.metrics.inc, "dodo_enqueue_failures_total"))
         app.state.inbox_writer = writer
         writer.start()
         runtime.metrics.start()

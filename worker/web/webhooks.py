@@ -97,7 +97,7 @@ async def receive_webhook(request: Request, state: State) -> Response[bytes]:
     )
     writer: InboxWriter = state.inbox_writer
     try:
-        inserted, enqueued = await writer.submit(new_event)
+        inserted = await writer.submit(new_event)
     except (SQLAlchemyError, OSError, TimeoutError) as exc:
         log.error("store unavailable, answering 503 so Dodo retries: %s", type(exc).__name__)
         return _reject(runtime, 503, "store_unavailable", "store unavailable, retry later")
@@ -106,8 +106,6 @@ async def receive_webhook(request: Request, state: State) -> Response[bytes]:
         runtime.metrics.inc("dodo_webhooks_received_total", result="duplicate")
         return _ok(DUPLICATE)
     runtime.metrics.inc("dodo_webhooks_received_total", result="accepted")
-    if not enqueued:
-        runtime.metrics.inc("dodo_enqueue_failures_total")
     return _ok(ACCEPTED)
 
 
