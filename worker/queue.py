@@ -18,7 +18,8 @@ from redis.exceptions import RedisError
 PROCESS_EVENT = "process_event"  # one event: the sweeper, `events replay` and retries
 PROCESS_EVENTS = "process_events"  # several: what the receiver and reconciliation enqueue
 # Events per `process_events` job. A job's events share the worker's batches, so one arq job
-# (six Redis round trips) serves many events; the same as WORKER_BATCH_SIZE's default.
+# (six Redis round trips) serves many events. Smaller than a batch (WORKER_BATCH_SIZE, 100): the
+# worker's batches take events from several jobs, and several workers share a burst's jobs.
 EVENTS_PER_JOB = 50
 SCRIPT_JOBS = 1000  # jobs per enqueue script
 ENQUEUE_TIMEOUT_SECONDS = 2.0
