@@ -235,3 +235,33 @@ async def test_handlers_do_not_run_past_the_lease(stack_factory, registry: Regis
     assert row is not None and row.status == EventStatus.PROCESSING, "left for the sweeper, as a crashed run"
     runs = await stack.runs("evt_past_lease")
     assert sorted(run.status for run in runs.values()) == [RunStatus.RUNNING, RunStatus.SUCCEEDED]
+
+
+async def test_a_retry_that_is_not_due_is_not_run_early(runtimes, registry: Registry) -> None:
+    """An event can sit in two jobs (its batch's and a sweeper's); the one that comes after a
+    failure must not skip the back-off."""
+    stack, first, _ = runtimes
+    _, release, calls = gated(registry)
+    release.set()
+    await store(stack, "evt_retry_later")
+    await set_row(stack, "evt_retry_later", status=EventStatus.FAILED, attempts=1,
+                  next_attempt_at=utcnow() + timedelta(seconds=30))
+    assert await process_events(first, ["evt_retry_later"]) == [Outcome("skipped")]
+    assert calls == []
+
+    await set_row(stack, "evt_retry_later", next_attempt_at=utcnow() - timedelta(seconds=1))
+    assert await process_events(first, ["evt_retry_later"]) == [Outcome("processed")]
+    assert calls == ["evt_retry_later"]
+
+
+async def test_replay_leaves_an_event_being_processed_alone(runtimes, registry: Registry) -> None:
+    from worker.cli.events import replay
+
+    stack, first, _ = runtimes
+    started, release, calls = gated(registry)
+    job = await running(stack, first, started, "evt_replay_busy")
+    result = await replay(stack.settings, ["evt_replay_busy"], dead=False)
+    assert (result["replayed"], result["busy"], result["missing"]) == ([], ["evt_replay_busy"], [])
+    release.set()
+    assert await job == [Outcome("processed")]
+    assert calls == ["evt_replay_busy"]

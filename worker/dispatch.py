@@ -10,8 +10,9 @@ Under load the worker batches (worker/coalesce.py): the events that arrive while
 are claimed together in one transaction, and their handlers registered with
 `@on(..., batched=True)` (the built-in entitlement handlers) run in one more, with one commit.
 If one of those raises, that transaction is rolled back and each event's batched handlers run
-again on their own. Other handlers run afterwards in their own transactions, concurrently, one
-event per arq job.
+again on their own. Other handlers run afterwards in their own transactions, concurrently.
+An arq job carries one event or many (`process_events`); the claim's lease keeps two jobs off one
+event (`_claim_rows`).
 """
 
 from __future__ import annotations
@@ -79,21 +80,28 @@ async def process_events(runtime: Runtime, event_ids: list[str]) -> list[Outcome
                                     return_exceptions=True)
     except asyncio.CancelledError:
         if runtime.stopping:
-            await asyncio.shield(release_leases(runtime, event_ids))
+            await asyncio.shield(release_leases(runtime))
         raise
 
 
-async def release_leases(runtime: Runtime, event_ids: list[str]) -> None:
-    """Give back the leases this (stopping) process holds on these events: stop its batches, then
-    end the lease (`next_attempt_at` = now) of each event it claimed that is still `processing`
-    under it. The next claim takes the event as a crashed run, as after a SIGKILL, without
-    waiting; if Redis lost the job, the sweeper queues the event again on its next round."""
+async def release_leases(runtime: Runtime) -> None:
+    """Give back every lease this stopping process holds (once, whichever cut job asks first)."""
+    if runtime.releasing is None:
+        runtime.releasing = asyncio.ensure_future(_release_all(runtime))
+    await runtime.releasing
+
+
+async def _release_all(runtime: Runtime) -> None:
+    """Stop the batches, then end the lease (`next_attempt_at` = now) of each event this process
+    claimed that is still `processing` under it. The next claim takes the event as a crashed run,
+    as after a SIGKILL, without waiting; if Redis lost the job, the sweeper queues the event again
+    on its next round. Only for a stopping process: every job of it is being cut."""
     coalescer = runtime.coalescers.pop("events", None)
     if coalescer is not None:
         await coalescer.close()
     now = utcnow()
-    held = [{"b_id": event_id, "b_lease": runtime.leases.pop(event_id), "b_now": now}
-            for event_id in event_ids if event_id in runtime.leases]
+    held = [{"b_id": event_id, "b_lease": lease, "b_now": now} for event_id, lease in runtime.leases.items()]
+    runtime.leases.clear()
     if not held:
         return
     try:
@@ -116,17 +124,18 @@ async def process_event(runtime: Runtime, event_id: str) -> Outcome:
 
 async def _process_event(runtime: Runtime, event_id: str) -> Outcome:
     log = event_logger(event_id)
-    step: _Step | None = None
+    skipped = False
     try:
         step = await _coalescer(runtime).submit(event_id)
         if step is None:
+            skipped = True
             return Outcome("skipped")
         return await _finish(runtime, step, log)
     finally:
         task = asyncio.current_task()
-        cancelled = task is not None and task.cancelling() > 0
-        # A stopping worker's `process_events` gives the lease back; a skipped event's is another call's.
-        if not (cancelled and runtime.stopping) and (step is not None or cancelled):
+        cut_by_stop = runtime.stopping and task is not None and task.cancelling() > 0
+        # A skipped event's lease is another call's; a stopping worker gives its leases back.
+        if not skipped and not cut_by_stop:
             runtime.leases.pop(event_id, None)
 
 
@@ -274,7 +283,8 @@ class _Claimed:
 
 async def _claim_many(runtime: Runtime, connection: AsyncConnection, event_ids: list[str]) -> list[_Claim | None]:
     """Claim several events in one transaction (see `_claim_rows`); None for an event that is
-    missing or already settled. Rows are locked in id order, so two batches never deadlock."""
+    missing, settled, leased by another job or waiting for its retry. Rows are locked in id
+    order, so two batches never deadlock."""
     async with _session(runtime, connection) as session, session.begin():
         found = (await session.execute(_CLAIM_SELECT, {"ids": sorted(set(event_ids))})).mappings().all()
         rows = {row["id"]: row for row in found}
@@ -288,11 +298,12 @@ async def _claim_many(runtime: Runtime, connection: AsyncConnection, event_ids: 
     return [claims.get(event_id) for event_id in event_ids]
 
 
-def _leased(row: Any, now: datetime) -> bool:
-    """Claimed by a worker whose lease has not run out: it is alive and on it (a `processing` row
-    whose lease ran out, or that has none, is a run whose worker died)."""
-    lease = row["next_attempt_at"]
-    return row["status"] == EventStatus.PROCESSING and lease is not None and lease > now
+def _waiting(row: Any, now: datetime) -> bool:
+    """Not to be claimed yet: another worker holds its lease (a `processing` row whose lease ran
+    out, or that has none, is a run whose worker died), or its retry is not due (an event can sit
+    in two jobs, and the other one must not skip the back-off)."""
+    due = row["next_attempt_at"]
+    return row["status"] in (EventStatus.PROCESSING, EventStatus.FAILED) and due is not None and due > now
 
 
 async def _claim_rows(runtime: Runtime, session: AsyncSession,
@@ -305,15 +316,17 @@ async def _claim_rows(runtime: Runtime, session: AsyncSession,
     The lease (`next_attempt_at` of a `processing` row) is what keeps two workers off one event:
     a job carries many events, so arq's one-job-per-id rule no longer does. It lasts the job
     timeout, and arq hands a dead worker's job to another one only 10 s after that, so the
-    events of a SIGKILLed worker are free again by the time its job runs again."""
+    events of a SIGKILLed worker are free again by the time its job runs again (unless their
+    claim came over 10 s into the job: then the sweeper queues them once the lease is out)."""
     now = utcnow()
     lease_until = now + timedelta(seconds=runtime.settings.JOB_TIMEOUT_SECONDS)
     max_attempts = runtime.settings.MAX_ATTEMPTS
     live = {event_id: row for event_id, row in rows.items()
-            if row["status"] not in EventStatus.SETTLED and not _leased(row, now)}
+            if row["status"] not in EventStatus.SETTLED and not _waiting(row, now)}
     for event_id in rows.keys() - live.keys():
-        if rows[event_id]["status"] == EventStatus.PROCESSING:
-            event_logger(event_id).debug("being processed by another job; skipped")
+        if rows[event_id]["status"] not in EventStatus.SETTLED:
+            event_logger(event_id).debug("%s until %s; skipped", rows[event_id]["status"],
+                                         rows[event_id]["next_attempt_at"])
     # Runs are only ever created by a claim, so an event never claimed before has none.
     runs: dict[str, dict[str, Any]] = {event_id: {} for event_id in live}
     retried = [event_id for event_id, row in live.items() if row["attempts"] > 0]

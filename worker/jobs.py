@@ -64,7 +64,7 @@ def make_startup(settings: Settings, registry: Registry | None, runtime: Runtime
     async def startup(ctx: dict[str, Any]) -> None:
         rt = runtime or Runtime.create(settings, registry)
         ctx["runtime"] = rt
-        rt.stopping = False  # a runtime passed in may have served a worker that stopped
+        rt.stopping, rt.releasing = False, None  # a runtime passed in may have served a worker that stopped
         rt.metrics.start()
         await open_resources(rt)
         swept = await sweep(rt, older_than=0)
@@ -133,12 +133,12 @@ async def stop_gracefully(worker: Worker, grace_seconds: float) -> None:
     import contextlib
 
     worker.allow_pick_jobs = False
-    runtime = worker.ctx.get("runtime")
-    if runtime is not None:
-        runtime.stopping = True  # what the grace period cuts short gives its events back
     running = [task for task in worker.tasks.values() if not task.done()]
     if running:
         await asyncio.wait(running, timeout=grace_seconds)
+    runtime = worker.ctx.get("runtime")
+    if runtime is not None:  # from here on, what is cut gives its events' leases back
+        runtime.stopping = True
     from redis.exceptions import RedisError
 
     with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):

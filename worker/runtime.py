@@ -30,7 +30,8 @@ class Runtime:
     # The events this process has claimed and not settled yet, with their lease (worker/dispatch.py).
     leases: dict[str, datetime] = field(default_factory=dict)
     handler_slots: asyncio.Semaphore | None = None  # bounds non-batched handlers (WORKER_CONCURRENCY)
-    stopping: bool = False  # set by `stop_gracefully`: cancelled jobs then give their events back
+    stopping: bool = False  # set by `stop_gracefully` as the grace period ends: cut jobs give leases back
+    releasing: asyncio.Task[None] | None = None  # worker/dispatch.py `release_leases`, once
 
     @classmethod
     def create(cls, settings: Settings, registry: Registry | None = None) -> Runtime:

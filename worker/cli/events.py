@@ -113,8 +113,13 @@ async def replay(settings: Settings, event_ids: list[str] | None, dead: bool) ->
     try:
         async with db.sessions() as session, session.begin():
             ids = event_ids or (await inbox.dead_event_ids(session) if dead else [])
-            found = [i for i in ids if await inbox.reset_for_replay(session, i) is not None]
-        missing = sorted(set(ids) - set(found))
+            found, busy = [], []
+            for i in ids:
+                if await inbox.reset_for_replay(session, i) is not None:
+                    found.append(i)
+                elif await inbox.get_event(session, i) is not None:
+                    busy.append(i)  # a worker is processing it right now
+        missing = sorted(set(ids) - set(found) - set(busy))
     finally:
         await db.dispose()
     enqueued: list[str] = []
@@ -124,7 +129,7 @@ async def replay(settings: Settings, event_ids: list[str] | None, dead: bool) ->
             enqueued = found if await queue.enqueue_each(redis, settings.QUEUE_NAME, found) else []
         finally:
             await redis.aclose(close_connection_pool=True)
-    return {"replayed": found, "enqueued": enqueued, "missing": missing}
+    return {"replayed": found, "enqueued": enqueued, "missing": missing, "busy": busy}
 
 
 @app.command("replay")
@@ -144,5 +149,7 @@ def replay_command(
         console.print(f"replayed {len(result['replayed'])} event(s)")
         if len(result["enqueued"]) < len(result["replayed"]):
             console.print("Redis unreachable: the worker's sweeper will queue them within seconds.")
+        if result["busy"]:
+            console.print(f"not replayed, a worker is processing it now: {', '.join(result['busy'])}")
     if result["missing"]:
         fail(f"no event {', '.join(result['missing'])}", code=1)

@@ -142,8 +142,8 @@ async def ids_to_sweep(session: AsyncSession, *, older_than: timedelta, stuck_af
                 and_(EventRow.status.in_([EventStatus.RECEIVED, EventStatus.QUEUED]),
                      EventRow.updated_at <= cutoff),
                 and_(EventRow.status == EventStatus.FAILED, EventRow.next_attempt_at <= cutoff),
-                # A claim whose lease ran out (its worker died, or its job timed out), or an
-                # old claim without a lease (given back by a stopping worker, or pre-lease).
+                # A claim whose lease ran out (its worker died or its job timed out) or was
+                # given back (a stopping worker), or a claim from before leases (none).
                 and_(EventRow.status == EventStatus.PROCESSING, EventRow.next_attempt_at <= now),
                 and_(EventRow.status == EventStatus.PROCESSING, EventRow.next_attempt_at.is_(None),
                      EventRow.updated_at <= now - stuck_after),
@@ -169,9 +169,13 @@ async def mark_queued(session: AsyncSession, event_ids: Sequence[str]) -> None:
 async def reset_for_replay(session: AsyncSession, event_id: str) -> EventRow | None:
     """Give a dead (or failed, or any settled) event a fresh set of attempts.
 
-    Handlers that already succeeded stay succeeded and are not run again."""
+    Handlers that already succeeded stay succeeded and are not run again. An event that a worker
+    is processing now (its claim's lease has not run out) is left alone: replaying it would let a
+    second job run it at the same time. None for both."""
     row = await session.get(EventRow, event_id, with_for_update=True)
     if row is None:
+        return None
+    if row.status == EventStatus.PROCESSING and row.next_attempt_at is not None and row.next_attempt_at > utcnow():
         return None
     row.status = EventStatus.QUEUED
     row.source = EventSource.REPLAY
