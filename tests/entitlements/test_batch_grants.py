@@ -137,3 +137,30 @@ async def test_an_order_seen_twice_or_granted_before_is_granted_once(runtime) ->
     assert [g.license_key for g in grants if g.payment_id == "pay_old" and g.license_key] == [
         g.license_key for g in before if g.license_key], "the key granted before is kept"
     assert len(audit) == len(grants), "one `granted` row per grant, none for what existed"
+
+
+async def test_a_product_twice_in_a_cart_tells_hooks_the_key_that_was_stored(runtime) -> None:
+    """Two cart lines of one product plan the same grants twice in the batch's one INSERT; the
+    first is stored, and the grant a hook hears of must be that one, not the second plan."""
+    from worker.entitlements import hooks
+    from worker.entitlements.models import DeliveryRow
+
+    @hooks.on_entitlement("entitlement.granted")
+    async def provision(event_type: str, grant: dict[str, Any]) -> None: ...
+
+    stack, rt = runtime
+    await store(stack, "evt_opener", "payment.processing", {})
+    ids = [await store(stack, "evt_cart_twice", "payment.succeeded", payment("pay_twice_in_cart", [(PRODUCT, 1),
+                                                                                                 (PRODUCT, 1)])),
+           await store(stack, "evt_cart_other", "payment.succeeded", payment("pay_other"))]
+    try:
+        assert await in_one_batch(rt, ids) == [Outcome("processed")] * 2
+    finally:
+        hooks.remove(f"{provision.__module__}.{provision.__qualname__}")
+
+    grants, audit = await grants_and_audit(stack)
+    assert len(grants) == 4 and len(audit) == 4, "one licence key and one file per order"
+    async with stack.db.sessions() as session:
+        payloads = [json.loads(row.payload)["data"] for row in await session.scalars(select(DeliveryRow))]
+    told = {p["id"]: p["license_key"]["key"] for p in payloads if p["kind"] == "license_key"}
+    assert told == {g.id: g.license_key for g in grants if g.kind == "license_key"}

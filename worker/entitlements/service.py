@@ -116,12 +116,16 @@ async def insert_ahead(session: AsyncSession, planned: list[tuple[list[NewGrant]
     existing, without a statement of its own; the rest of what a new grant writes (audit,
     metadata, hooks) it still writes."""
     now = utcnow()
-    rows = [Grants._values(grant, owner, Initial(), now) for new, owner in planned for grant in new]
+    rows: dict[str, dict[str, Any]] = {}
+    for new, owner in planned:
+        for grant in new:  # a product twice in a cart plans the same grant twice: the first counts
+            if grant.key.grant_id not in rows:
+                rows[grant.key.grant_id] = Grants._values(grant, owner, Initial(), now)
     if not rows:
         return
-    inserted = await insert_ignore_many(session, GrantRow, rows)
+    inserted = await insert_ignore_many(session, GrantRow, list(rows.values()))
     ahead: dict[str, dict[str, Any] | None] = session.info.setdefault(INSERTED_AHEAD, {})
-    ahead.update({row["id"]: row if row["id"] in inserted else None for row in rows})
+    ahead.update({grant_id: values if grant_id in inserted else None for grant_id, values in rows.items()})
 
 
 def metadata_value(value: Any) -> str:
