@@ -44,6 +44,7 @@ class InboxWriter:
         self._wake = asyncio.Event()
         self._new_ids: list[str] = []
         self._new_wake = asyncio.Event()
+        self._enqueuing: asyncio.Future[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         # SQLite has one write lock, so one writer; a server database overlaps two batches so
         # the next is written while the last one's round trip is in flight.
@@ -71,6 +72,9 @@ class InboxWriter:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        if self._enqueuing is not None:  # a job on its way to Redis
+            with contextlib.suppress(Exception):
+                await self._enqueuing
         await self._enqueue_new()  # what the window still held
 
     async def _enqueue_loop(self) -> None:
@@ -79,7 +83,11 @@ class InboxWriter:
             if len(self._new_ids) < queue.EVENTS_PER_JOB and self.enqueue_window > 0:
                 await asyncio.sleep(self.enqueue_window)  # let more events join this job
             self._new_wake.clear()
-            await asyncio.shield(self._enqueue_new())  # `stop` does not cut a job in half
+            self._enqueuing = asyncio.ensure_future(self._enqueue_new())
+            try:
+                await asyncio.shield(self._enqueuing)  # `stop` waits for it rather than cut it
+            except Exception:  # never stop queueing; what failed stays `received` for the sweeper
+                log.exception("queueing new events failed")
 
     async def _enqueue_new(self) -> None:
         ids, self._new_ids = self._new_ids, []
