@@ -186,30 +186,39 @@ async def test_one_event_in_two_jobs_at_once_runs_once(stack_factory, registry: 
     assert sorted(calls) == sorted(ids), "each event's handler ran exactly once"
 
 
-async def test_non_batched_handlers_bound_the_events_a_job_claims(stack_factory, registry: Registry) -> None:
-    """A job carries many events, but while a handler without `batched` is registered a worker
-    claims only `WORKER_CONCURRENCY` events at once: the others wait unclaimed, so a shutdown
-    cuts (and uses an attempt of) only the ones running."""
-    started, release, calls = gated(registry)
-    stack = await stack_factory(web=False, worker=False, WORKER_CONCURRENCY=3)
-    ids = [f"evt_slot_{n}" for n in range(10)]
-    for event_id in ids:
-        await store(stack, event_id)
+async def test_events_for_handlers_without_batched_go_one_job_each(stack_factory, registry: Registry) -> None:
+    """A job of many events hands the events that a plain (non-batched) handler runs for to jobs
+    of their own, so that each has its own time limit and only `WORKER_CONCURRENCY` of them are
+    claimed at once; the rest it processes itself."""
+    from worker import queue
+    from worker.jobs import process_events_job
+
+    plain_calls: list[str] = []
+    batched_calls: list[str] = []
+
+    @registry.on("payment.succeeded")
+    async def plain(event: Event, ctx: Context) -> None:
+        plain_calls.append(event.id)
+
+    @registry.on("refund.succeeded", batched=True)
+    async def in_sql(event: Event, ctx: Context) -> None:
+        batched_calls.append(event.id)
+
+    stack = await stack_factory(web=False, worker=False)
+    await store(stack, "evt_plain_1")
+    await store(stack, "evt_plain_2")
+    body = json.dumps(sample_envelope("refund.succeeded"))
+    assert await inbox.insert_event(stack.db, event_id="evt_batched", event_type="refund.succeeded", body=body)
     runtime = Runtime.create(stack.settings, registry)
     try:
-        job = asyncio.create_task(process_events(runtime, ids))
-
-        async def three_running() -> bool:
-            return len(calls) == 3
-
-        await wait_until(three_running, what="three handlers to start")
-        rows = [await stack.event(event_id) for event_id in ids]
-        assert sorted(row.status for row in rows if row is not None) == (
-            [EventStatus.PROCESSING] * 3 + [EventStatus.RECEIVED] * 7)
-        release.set()
-        assert await job == [Outcome("processed")] * 10
+        summary = await process_events_job({"runtime": runtime}, ["evt_plain_1", "evt_batched", "evt_plain_2"])
+        queued = await runtime.redis.zrange(stack.settings.QUEUE_NAME, 0, -1)
     finally:
         await runtime.close()
+    assert summary == "1 processed, 2 queued one by one"
+    assert (plain_calls, batched_calls) == ([], ["evt_batched"])
+    assert sorted(queued) == sorted(queue.job_id(stack.settings.QUEUE_NAME, event_id).encode()
+                                    for event_id in ["evt_plain_1", "evt_plain_2"])
 
 
 async def test_handlers_do_not_run_past_the_lease(stack_factory, registry: Registry) -> None:

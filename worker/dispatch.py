@@ -111,18 +111,22 @@ async def _release_all(runtime: Runtime) -> None:
         log.warning("could not give back %d lease(s): %s", len(held), _error_text(exc))
 
 
+async def events_with_plain_handlers(runtime: Runtime, event_ids: list[str]) -> list[str]:
+    """The events among these that a handler without `batched` will run for (none without a query
+    when every handler is batched). Such a handler holds a database connection and may take long,
+    so its events go one arq job each (`WORKER_CONCURRENCY` at a time, each within its own job
+    timeout), as every event did before jobs carried many: a job of fifty would claim them all at
+    once, and its time limit would have to cover fifty slow handlers."""
+    if all(handler.batched for handler in runtime.registry) or not event_ids:
+        return []
+    async with runtime.db.sessions() as session:
+        rows = (await session.execute(_TYPES_SELECT, {"ids": event_ids})).all()
+    return [event_id for event_id, event_type in rows
+            if any(not handler.batched for handler in runtime.registry.handlers_for(event_type))]
+
+
 async def process_event(runtime: Runtime, event_id: str) -> Outcome:
-    """One event, from its claim to its outcome. Handlers without `batched` hold a database
-    connection each and may be slow, so while any is registered an event takes one of the
-    process's `WORKER_CONCURRENCY` slots before its claim (as one job per event did): a job of
-    fifty events then claims only as many as can run, and a shutdown cuts only those."""
-    if any(not handler.batched for handler in runtime.registry):
-        async with _handler_slots(runtime):
-            return await _process_event(runtime, event_id)
-    return await _process_event(runtime, event_id)
-
-
-async def _process_event(runtime: Runtime, event_id: str) -> Outcome:
+    """One event, from its claim to its outcome."""
     log = event_logger(event_id)
     skipped = False
     try:
@@ -198,12 +202,6 @@ async def _finish(runtime: Runtime, step: _Step, log: EventLogger) -> Outcome:
     runtime.metrics.inc("dodo_events_processed_total", type=row.type)
     log.info("%s processed by %s", row.type, ", ".join(h.name for h in claim.handlers))
     return Outcome("processed")
-
-
-def _handler_slots(runtime: Runtime) -> asyncio.Semaphore:
-    if runtime.handler_slots is None:
-        runtime.handler_slots = asyncio.Semaphore(runtime.settings.WORKER_CONCURRENCY)
-    return runtime.handler_slots
 
 
 def _coalescer(runtime: Runtime) -> Coalescer[str, _Step | None]:
@@ -556,6 +554,7 @@ _RUN_INSERT = insert(_RUNS)
 _RUNS_SELECT = select(_RUNS).where(_RUNS.c.event_id.in_(bindparam("ids", expanding=True)))
 _EVENTS: Any = EventRow.__table__
 _EVENT_UPDATE = update(_EVENTS).where(_EVENTS.c.id == bindparam("b_id"))
+_TYPES_SELECT = select(_EVENTS.c.id, _EVENTS.c.type).where(_EVENTS.c.id.in_(bindparam("ids", expanding=True)))
 _LEASE_RELEASE = (update(_EVENTS).where(_EVENTS.c.id == bindparam("b_id"),
                                         _EVENTS.c.status == EventStatus.PROCESSING,
                                         _EVENTS.c.next_attempt_at == bindparam("b_lease"))

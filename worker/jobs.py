@@ -12,7 +12,7 @@ from arq.cron import cron
 from arq.worker import Worker, func
 
 from worker import queue
-from worker.dispatch import process_events
+from worker.dispatch import events_with_plain_handlers, process_events
 from worker.registry import Registry, load_handler_modules
 from worker.resources import extra_cron_jobs, extra_functions, open_resources
 from worker.runtime import Runtime
@@ -39,12 +39,19 @@ async def process_event_job(ctx: dict[str, Any], event_id: str) -> str:
 
 
 async def process_events_job(ctx: dict[str, Any], event_ids: list[str]) -> str:
-    """Several events (the receiver's and reconciliation's job). One that must be retried gets a
-    deferred job of its own; one whose processing crashed (the database went away) is left to
-    the sweeper, like an event whose job failed."""
+    """Several events (the receiver's and reconciliation's job). Those that a handler without
+    `batched` will run for get a job each; one that must be retried gets a deferred job of its
+    own; one whose processing crashed (the database went away) is left to the sweeper, like an
+    event whose job failed."""
     runtime: Runtime = ctx["runtime"]
-    outcomes = await process_events(runtime, list(event_ids))
     counts: Counter[str] = Counter()
+    plain = await events_with_plain_handlers(runtime, list(event_ids))
+    if plain:  # if Redis fails here they stay `received`, and the sweeper queues them
+        if await queue.enqueue_each(runtime.redis, runtime.settings.QUEUE_NAME, plain):
+            counts["queued one by one"] = len(plain)
+        one_by_one = set(plain)
+        event_ids = [event_id for event_id in event_ids if event_id not in one_by_one]
+    outcomes = await process_events(runtime, list(event_ids))
     for event_id, outcome in zip(event_ids, outcomes, strict=True):
         if isinstance(outcome, BaseException):
             counts["crashed"] += 1

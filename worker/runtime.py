@@ -29,7 +29,6 @@ class Runtime:
     coalescers: dict[str, Coalescer[Any, Any]] = field(default_factory=dict)  # worker/dispatch.py
     # The events this process has claimed and not settled yet, with their lease (worker/dispatch.py).
     leases: dict[str, datetime] = field(default_factory=dict)
-    handler_slots: asyncio.Semaphore | None = None  # bounds non-batched handlers (WORKER_CONCURRENCY)
     stopping: bool = False  # set by `stop_gracefully` as the grace period ends: cut jobs give leases back
     releasing: asyncio.Task[None] | None = None  # worker/dispatch.py `release_leases`, once
 
