@@ -41,7 +41,7 @@ async def prepare_batch(events: list[Event], session: AsyncSession) -> None:
 
 
 async def _insert_grants_ahead(events: list[Event], session: AsyncSession) -> None:
-    """The grants of the batch's plain paid orders in one INSERT (`Grants.insert_ahead`), for
+    """The grants of the batch's plain paid orders in one INSERT (`service.insert_ahead`), for
     `on_payment` to take: one statement per batch instead of one per order. Only orders whose
     grants surely start active: no refund or dispute in the payload or recorded, and no other
     event of the batch about the same payment (its refund could come first in the batch)."""
