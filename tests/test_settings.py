@@ -45,7 +45,7 @@ def test_dotenv_is_read(tmp_path, monkeypatch) -> None:
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [("MAX_ATTEMPTS", "many", "MAX_ATTEMPTS"), ("PORT", "99999", "PORT"),
-     ("DODO_PAYMENTS_WEBHOOK_KEY", "whsec_!!!notbase64", "not whsec_ followed by base64"),
+     ("DODO_PAYMENTS_WEBHOOK_KEY", "whsec_!!!notbase64", "not whsec_ followed by standard base64"),
      ("DODO_PAYMENTS_ENVIRONMENT", "prod", "DODO_PAYMENTS_ENVIRONMENT")],
 )
 def test_malformed_settings_are_one_clear_line_without_the_value(monkeypatch, name, value, message) -> None:

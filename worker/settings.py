@@ -5,8 +5,6 @@ Secrets are `SecretStr` so they never show up in a repr, a log line or an error.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from functools import cached_property
 from pathlib import Path
@@ -14,6 +12,8 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from worker.whsec import decode_secret
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./dodo-worker.db"
 
@@ -28,14 +28,8 @@ def split_secrets(raw: str) -> list[str]:
 
 
 def check_whsec(secret: str) -> None:
-    """Raise ValueError unless `secret` is a usable Standard Webhooks secret (`whsec_<base64>`)."""
-    body = secret.removeprefix("whsec_")
-    try:
-        key = base64.b64decode(body + "==", validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("a secret is not whsec_ followed by base64") from None
-    if len(key) < 16:
-        raise ValueError("a secret is shorter than 16 bytes once decoded")
+    """Raise ValueError unless `secret` is a Standard Webhooks secret (worker/whsec.py)."""
+    decode_secret(secret)
 
 
 class Settings(BaseSettings):

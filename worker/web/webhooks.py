@@ -3,6 +3,11 @@
 A 200 means the event is durable in SQL (see inbox_writer.py for how concurrent webhooks share
 one INSERT). Redis is only the delivery mechanism: when it is
 down we still answer 200 and the sweeper enqueues the event later.
+
+What is stored: every correctly signed body that is JSON (UTF-8, nested at most `MAX_DEPTH`
+levels) with a non-empty string `type`, whatever else it holds. Anything else is refused with a
+4xx, a `{"error": ...}` body, a warning in the log and `dodo_webhooks_rejected_total{reason}`,
+and changes nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +32,11 @@ log = logging.getLogger("dodo_worker.receiver")
 ACCEPTED = msgspec.json.encode({"status": "accepted"})
 DUPLICATE = msgspec.json.encode({"status": "duplicate"})
 MAX_ID_LENGTH = 255
+# Deeper bodies are refused (400) rather than handed to parsers whose recursion limits differ
+# (msgspec and json stop near 1,000 minus the caller's stack). serde_json's default is 128 too;
+# Dodo's payloads nest fewer than 10 levels.
+MAX_DEPTH = 128
+TOO_DEEP = object()
 
 
 class BodyTooLarge(Exception):
@@ -46,8 +56,27 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def _reject(runtime: Runtime, status: int, reason: str, message: str) -> Response[bytes]:
+def nesting_depth(value: object, limit: int) -> int:
+    """How deeply arrays and objects nest in `value`, counting no further than `limit + 1`."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            break
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return deepest
+
+
+def _reject(request: Request, runtime: Runtime, status: int, reason: str, message: str) -> Response[bytes]:
     runtime.metrics.inc("dodo_webhooks_rejected_total", reason=reason)
+    # One line per refusal, so "Dodo says delivered but nothing happened" has an answer in the
+    # log. The webhook-id is Dodo's message id (not a secret); the body is never logged.
+    log.warning("webhook refused: %s %s (%s, webhook-id %s)", status, message, reason,
+                (request.headers.get("webhook-id") or "-")[:MAX_ID_LENGTH])
     return error(status, message)
 
 
@@ -65,25 +94,29 @@ async def receive_webhook(request: Request, state: State) -> Response[bytes]:
         async with asyncio.timeout(read_seconds):
             body = await read_body(request, limit)
     except BodyTooLarge:
-        return _reject(runtime, 413, "too_large", f"body is larger than {limit} bytes")
+        return _reject(request, runtime, 413, "too_large", f"body is larger than {limit} bytes")
     except TimeoutError:
-        return _reject(runtime, 408, "slow_body", f"body not received within {read_seconds:g}s")
+        return _reject(request, runtime, 408, "slow_body", f"body not received within {read_seconds:g}s")
 
     try:
         verifier.verify(body, request.headers)
     except SignatureError as exc:
-        return _reject(runtime, 401, exc.reason, exc.detail)
+        return _reject(request, runtime, 401, exc.reason, exc.detail)
 
     try:
         envelope = msgspec.json.decode(body)
     except msgspec.DecodeError:
-        return _reject(runtime, 400, "malformed", "body is not JSON")
+        return _reject(request, runtime, 400, "malformed", "body is not JSON (UTF-8)")
+    except RecursionError:
+        envelope = TOO_DEEP
+    if envelope is TOO_DEEP or nesting_depth(envelope, MAX_DEPTH) > MAX_DEPTH:
+        return _reject(request, runtime, 400, "too_deep", f"body is nested more than {MAX_DEPTH} levels deep")
     event_type = envelope.get("type") if isinstance(envelope, dict) else None
     if not isinstance(event_type, str) or not event_type.strip():
-        return _reject(runtime, 400, "malformed", "body has no 'type'")
+        return _reject(request, runtime, 400, "malformed", "body has no 'type'")
     event_id = request.headers["webhook-id"]
     if len(event_id) > MAX_ID_LENGTH:
-        return _reject(runtime, 400, "malformed", f"webhook-id is longer than {MAX_ID_LENGTH}")
+        return _reject(request, runtime, 400, "malformed", f"webhook-id is longer than {MAX_ID_LENGTH}")
 
     business_id = envelope.get("business_id")
     occurred_at = envelope.get("timestamp")
@@ -100,7 +133,7 @@ async def receive_webhook(request: Request, state: State) -> Response[bytes]:
         inserted = await writer.submit(new_event)
     except (SQLAlchemyError, OSError, TimeoutError) as exc:
         log.error("store unavailable, answering 503 so Dodo retries: %s", type(exc).__name__)
-        return _reject(runtime, 503, "store_unavailable", "store unavailable, retry later")
+        return _reject(request, runtime, 503, "store_unavailable", "store unavailable, retry later")
 
     if not inserted:
         runtime.metrics.inc("dodo_webhooks_received_total", result="duplicate")
