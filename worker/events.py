@@ -126,12 +126,107 @@ class LicenseKey(Payload):
     created_at: datetime | None = None
 
 
+class Payout(Payload):
+    payout_id: str | None = None
+    business_id: str | None = None
+    status: str | None = None
+    amount: int | None = None
+    currency: str | None = None
+    fee: int | None = None
+    tax: int | None = None
+    refunds: int | None = None
+    chargebacks: int | None = None
+    payment_method: str | None = None
+    remarks: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class Credit(Payload):
+    """A credit ledger entry (`credit.added`, `credit.deducted`, ...) or a `credit.balance_low` alert.
+
+    Credit amounts are decimal strings in Dodo's API ("1000", "12.5").
+    """
+
+    id: str | None = None
+    credit_entitlement_id: str | None = None
+    credit_entitlement_name: str | None = None
+    customer_id: str | None = None
+    subscription_id: str | None = None
+    grant_id: str | None = None
+    transaction_type: str | None = None
+    is_credit: bool | None = None
+    amount: str | None = None
+    balance_before: str | None = None
+    balance_after: str | None = None
+    overage_before: str | None = None
+    overage_after: str | None = None
+    available_balance: str | None = None
+    threshold_amount: str | None = None
+    threshold_percent: int | None = None
+    reference_id: str | None = None
+    reference_type: str | None = None
+    metadata: Metadata | None = None
+    created_at: datetime | None = None
+
+
+class AbandonedCheckout(Payload):
+    payment_id: str | None = None
+    customer_id: str | None = None
+    status: str | None = None
+    abandonment_reason: str | None = None
+    recovered_payment_id: str | None = None
+    abandoned_at: datetime | None = None
+
+
+class Dunning(Payload):
+    subscription_id: str | None = None
+    customer_id: str | None = None
+    payment_id: str | None = None
+    status: str | None = None
+    trigger_state: str | None = None
+    created_at: datetime | None = None
+
+
+class GrantedLicenseKey(Payload):
+    id: str | None = None
+    key: str | None = None
+    status: str | None = None
+    activations_limit: int | None = None
+    activations_used: int | None = None
+    expires_at: datetime | None = None
+
+
+class EntitlementGrant(Payload):
+    id: str | None = None
+    entitlement_id: str | None = None
+    customer_id: str | None = None
+    payment_id: str | None = None
+    subscription_id: str | None = None
+    integration_type: str | None = None
+    status: str | None = None
+    license_key: GrantedLicenseKey | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    revocation_reason: str | None = None
+    metadata: Metadata | None = None
+    delivered_at: datetime | None = None
+    revoked_at: datetime | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
 PAYLOAD_MODELS: dict[str, type[Payload]] = {
     "payment": Payment,
     "refund": Refund,
     "dispute": Dispute,
     "subscription": Subscription,
     "license_key": LicenseKey,
+    "payout": Payout,
+    "credit": Credit,
+    "abandoned_checkout": AbandonedCheckout,
+    "dunning": Dunning,
+    "entitlement_grant": EntitlementGrant,
 }
 
 
@@ -179,16 +274,27 @@ def object_id(event_type: str, data: Any) -> str | None:
     """The Dodo id of the object an event is about (payment, refund, ...), for lookups."""
     if not isinstance(data, dict):
         return None
-    group = event_type.split(".", 1)[0]
-    key = {
-        "payment": "payment_id",
-        "refund": "refund_id",
-        "dispute": "dispute_id",
-        "subscription": "subscription_id",
-        "license_key": "id",
-        "payout": "payout_id",
-    }.get(group)
-    value = data.get(key) if key else None
-    if value is None:
+    for key in OBJECT_ID_KEYS.get(event_type.split(".", 1)[0], ()):
+        value = data.get(key)
+        if value is not None:
+            break
+    else:
         value = data.get("id")
     return str(value)[:128] if isinstance(value, str | int) else None
+
+
+# Where each family keeps its object's id, tried in order (then `id`). An abandoned checkout is
+# known by the payment that was abandoned, a dunning run by its subscription, a credit alert
+# (`credit.balance_low`, no ledger entry) by its credit entitlement.
+OBJECT_ID_KEYS: dict[str, tuple[str, ...]] = {
+    "payment": ("payment_id",),
+    "refund": ("refund_id",),
+    "dispute": ("dispute_id",),
+    "subscription": ("subscription_id",),
+    "license_key": ("id",),
+    "payout": ("payout_id",),
+    "credit": ("id", "credit_entitlement_id"),
+    "abandoned_checkout": ("payment_id",),
+    "dunning": ("subscription_id",),
+    "entitlement_grant": ("id",),
+}
