@@ -36,7 +36,7 @@ async def revoke_on_refund(event: Event, ctx: Context) -> None:
         _report(ctx, await payments.on_refund(_grants(event, ctx), event.data), f"refund {event.data.refund_id}")
 
 
-@on("dispute.lost", "dispute.won", name="entitlements.dispute", batched=True,
+@on("dispute.lost", "dispute.accepted", "dispute.won", name="entitlements.dispute", batched=True,
     prepare=payments.prepare_batch)
 async def follow_dispute(event: Event, ctx: Context) -> None:
     if isinstance(event.data, Dispute):

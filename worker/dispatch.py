@@ -393,7 +393,7 @@ def _run_values(run: Any) -> dict[str, Any]:
 
 
 # Types that happen once per object: the ones reconciliation injects when a webhook went missing.
-ONCE_PER_OBJECT = frozenset({"payment.succeeded", "refund.succeeded", "dispute.lost"})
+ONCE_PER_OBJECT = frozenset({"payment.succeeded", "refund.succeeded", "dispute.lost", "dispute.accepted"})
 
 
 @dataclass(frozen=True)

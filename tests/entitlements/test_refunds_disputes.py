@@ -137,3 +137,91 @@ async def test_dispute_before_payment_and_late_lost_event_showing_won(ent_stack:
     # dispute.lost delivered late carries the latest state (won): what it says wins.
     await send_and_wait(ent_stack, "dispute.lost", dispute("pay_12", "dp_12", status="dispute_won"))
     assert _statuses(await entitlements(ent_stack, payment_id="pay_12")) == [("file", "active", None)]
+
+
+async def _validate(stack: Stack, key: str) -> bool:
+    """What the customer's app asks: is this licence key still valid?"""
+    response = await stack.http.post(f"{stack.base_url}/v1/licenses/validate", json={"license_key": key})
+    assert response.status_code == 200, response.text
+    return bool(response.json()["valid"])
+
+
+async def _revocations(stack: Stack, grant_id: str) -> list[str | None]:
+    """The reasons of the grant's `revoked` audit rows (what `dodo-worker grants show` lists)."""
+    return [a.reason for a in await _audit(stack, grant_id) if a.action == "revoked"]
+
+
+async def test_dispute_accepted_revokes_with_its_own_reason(ent_stack: Stack) -> None:
+    """Accepting a dispute gives the money back, as losing one does: the key stops working, and the
+    audit trail says which of the two it was."""
+    for payment_id in ("pay_20", "pay_21"):
+        await send_and_wait(ent_stack, "payment.succeeded", payment(payment_id, [(PRODUCT, 1)]))
+    key = next(g for g in await entitlements(ent_stack, payment_id="pay_20") if g["kind"] == "license_key")
+    assert await _validate(ent_stack, key["license_key"]["key"])
+
+    accepted = await send_and_wait(ent_stack, "dispute.accepted",
+                                   dispute("pay_20", "dp_20", status="dispute_accepted"))
+    await send_and_wait(ent_stack, "dispute.lost", dispute("pay_21", "dp_21", status="dispute_lost"))
+
+    assert _statuses(await entitlements(ent_stack, payment_id="pay_20")) == [
+        ("file", "revoked", "dispute"), ("license_key", "revoked", "dispute")]
+    assert not await _validate(ent_stack, key["license_key"]["key"])
+    trail = await _audit(ent_stack, key["id"])
+    assert [(a.action, a.to_status, a.event_id) for a in trail][1:] == [("revoked", "revoked", accepted)]
+    assert trail[1].reason == "dispute dp_20 (accepted)"
+    lost_key = next(g for g in await entitlements(ent_stack, payment_id="pay_21") if g["kind"] == "license_key")
+    assert await _revocations(ent_stack, lost_key["id"]) == ["dispute dp_21 (lost)"]
+
+
+async def test_dispute_accepted_before_its_payment(ent_stack: Stack) -> None:
+    await send_and_wait(ent_stack, "dispute.accepted", dispute("pay_22", "dp_22", status="dispute_accepted"))
+    assert await entitlements(ent_stack, payment_id="pay_22") == []
+    pay_event = await send_and_wait(ent_stack, "payment.succeeded", payment("pay_22", [(PRODUCT, 1)]))
+    grants = await entitlements(ent_stack, payment_id="pay_22")
+    assert _statuses(grants) == [("file", "revoked", "dispute"), ("license_key", "revoked", "dispute")]
+    key = next(g for g in grants if g["kind"] == "license_key")
+    assert not await _validate(ent_stack, key["license_key"]["key"])
+    [granted] = await _audit(ent_stack, key["id"])
+    assert (granted.action, granted.to_status, granted.event_id) == ("granted", "revoked", pay_event)
+    assert granted.reason == "granted revoked: dispute dp_22 (accepted) was seen before the grant"
+
+
+async def test_dispute_accepted_twice_revokes_once(ent_stack: Stack) -> None:
+    """Dodo's retries (new webhook ids), a late payment payload listing the dispute: one revocation."""
+    await send_and_wait(ent_stack, "payment.succeeded", payment("pay_23", [(FILE_ONLY, 1)]))
+    first = await send_and_wait(ent_stack, "dispute.accepted", dispute("pay_23", "dp_23", status="dispute_accepted"))
+    await send_and_wait(ent_stack, "dispute.accepted", dispute("pay_23", "dp_23", status="dispute_accepted"))
+    listed = [{"dispute_id": "dp_23", "payment_id": "pay_23", "dispute_status": "dispute_accepted"}]
+    await send_and_wait(ent_stack, "payment.succeeded", payment("pay_23", [(FILE_ONLY, 1)], disputes=listed))
+    [grant] = await entitlements(ent_stack, payment_id="pay_23")
+    assert (grant["status"], grant["status_reason"]) == ("revoked", "dispute")
+    trail = await _audit(ent_stack, grant["id"])
+    assert [(a.action, a.event_id) for a in trail][1:] == [("revoked", first)]
+
+
+async def test_payment_payload_showing_an_accepted_dispute_grants_revoked(ent_stack: Stack) -> None:
+    """No dispute event at all: the payment payload (its latest state) lists the accepted dispute."""
+    listed = [{"dispute_id": "dp_24", "payment_id": "pay_24", "dispute_status": "dispute_accepted"}]
+    await send_and_wait(ent_stack, "payment.succeeded", payment("pay_24", [(FILE_ONLY, 1)], disputes=listed))
+    [grant] = await entitlements(ent_stack, payment_id="pay_24")
+    assert (grant["status"], grant["status_reason"]) == ("revoked", "dispute")
+    [granted] = await _audit(ent_stack, grant["id"])
+    assert "dp_24 (accepted)" in (granted.reason or "")
+
+
+async def test_dispute_accepted_is_final_in_any_order(ent_stack: Stack) -> None:
+    """Dodo cannot turn an accepted dispute into a won one, but if news said so, in either order,
+    the access stays revoked: the money went back."""
+    await send_and_wait(ent_stack, "payment.succeeded", payment("pay_25", [(FILE_ONLY, 1)]))
+    await send_and_wait(ent_stack, "dispute.accepted", dispute("pay_25", "dp_25", status="dispute_accepted"))
+    await send_and_wait(ent_stack, "dispute.won", dispute("pay_25", "dp_25", status="dispute_won"))
+
+    await send_and_wait(ent_stack, "payment.succeeded", payment("pay_26", [(FILE_ONLY, 1)]))
+    await send_and_wait(ent_stack, "dispute.won", dispute("pay_26", "dp_26", status="dispute_won"))
+    await send_and_wait(ent_stack, "dispute.accepted", dispute("pay_26", "dp_26", status="dispute_accepted"))
+
+    for payment_id, dispute_id in (("pay_25", "dp_25"), ("pay_26", "dp_26")):
+        [grant] = await entitlements(ent_stack, payment_id=payment_id)
+        assert (grant["status"], grant["status_reason"]) == ("revoked", "dispute")
+        assert await _revocations(ent_stack, grant["id"]) == [f"dispute {dispute_id} (accepted)"]
+        assert [a.action for a in await _audit(ent_stack, grant["id"])] == ["granted", "revoked"]

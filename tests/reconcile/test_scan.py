@@ -6,14 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
 
 from tests.entitlements.conftest import FILE_ONLY, entitlements
-from tests.fakedodo.data import populate
+from tests.fakedodo.data import dispute, populate
 from tests.reconcile.conftest import Dodo, as_delivered, grants_by_payment
 from tests.support import Stack
 from worker import Context, Event
@@ -29,6 +29,7 @@ class Ledger:
         self.granted: Counter[str] = Counter()
         self.revoked: Counter[str] = Counter()
         self.lost: Counter[str] = Counter()
+        self.accepted: Counter[str] = Counter()
 
         @registry.on("payment.succeeded")
         async def grant(event: Event, ctx: Context) -> None:
@@ -43,6 +44,10 @@ class Ledger:
         @registry.on("dispute.lost")
         async def chargeback(event: Event, ctx: Context) -> None:
             self.lost[event.data.get("payment_id")] += 1
+
+        @registry.on("dispute.accepted")
+        async def accepted(event: Event, ctx: Context) -> None:
+            self.accepted[event.data.get("payment_id")] += 1
 
 
 async def deliver(stack: Stack, event_type: str, objects: list[dict[str, Any]]) -> list[str]:
@@ -134,7 +139,7 @@ async def test_missed_payments_refunds_and_disputes_are_repaired_exactly_once(
     recent = [o for o in made["payments"] + made["refunds"] + made["disputes"]
               if since <= parse(o["created_at"]) <= parse(again["window"]["until"])]
     assert again["scanned"] == len(recent) < 100
-    assert again["api_calls"] == 4  # one short page of each list: the cost follows the window
+    assert again["api_calls"] == 5  # one short page of each list: the cost follows the window
     # A full rescan of the whole history repairs nothing either.
     full = await dodo.reconcile(stack, "--since", "7h")
     assert (full["scanned"], full["repaired"]) == (275, [])
@@ -280,7 +285,7 @@ async def test_server_errors_are_retried_and_a_vanished_object_is_skipped(
     result = await dodo.reconcile(stack)
     assert [c.status for c in dodo.fake.calls[:3]] == [503, 503, 200]
     assert result["api_calls"] == len(dodo.fake.calls)  # every request counted, retries too
-    assert result["not_found"] == [{"kind": "payment", "id": vanished}]
+    assert result["not_found"] == [{"kind": "payment", "id": vanished, "why": "listed, but 404 when fetched"}]
     assert sorted(r["id"] for r in result["repaired"]) == sorted(
         p["payment_id"] for p in made["payments"] if p["payment_id"] != vanished)
     await settle(stack, result)
@@ -317,3 +322,82 @@ async def deliver_late(stack: Stack, event_type: str, obj: dict[str, Any]) -> li
     assert response.status_code == 200
     await stack.wait_status(event_id, "processed", "ignored")
     return [event_id]
+
+
+async def grant_audit(stack: Stack, payment_id: str) -> list[tuple[str, str]]:
+    """The one grant of a payment, as `dodo-worker grants show ID --json` shows its audit trail."""
+    [grant] = await entitlements(stack, payment_id=payment_id)
+    code, out, err = await stack.cli("grants", "show", grant["id"], "--json")
+    assert code == 0, err
+    return [(a["action"], a["reason"]) for a in json.loads(out)["audit"]]
+
+
+async def test_a_missed_accepted_dispute_is_repaired_once(
+        stack_factory: Any, registry: Registry, catalog_path: Path, dodo: Dodo) -> None:
+    """The merchant accepted a dispute (the money went back) and its webhook was lost: the scan
+    reads Dodo's accepted disputes beside the lost ones, and revokes through the same handlers."""
+    ledger = Ledger(registry)
+    made = populate(dodo.fake, payments=4, product_id=FILE_ONLY)
+    accepted_pay, lost_pay, open_pay, kept_pay = (p["payment_id"] for p in made["payments"])
+    stack = await stack_factory(ENTITLEMENTS_FILE=str(catalog_path))
+    await deliver(stack, "payment.succeeded", [as_delivered(p) for p in made["payments"]])
+    when = datetime.now(UTC) - timedelta(minutes=10)
+    accepted, lost, _ = (dodo.fake.add("disputes", dispute(made["payments"][n], n, created_at=when, status=status))
+                         for n, status in enumerate(("dispute_accepted", "dispute_lost", "dispute_opened")))
+
+    result = await dodo.reconcile(stack)
+    assert sorted((r["kind"], r["id"], r["type"]) for r in result["repaired"]) == [
+        ("dispute", accepted["dispute_id"], "dispute.accepted"), ("dispute", lost["dispute_id"], "dispute.lost")]
+    assert result["scanned_by_kind"]["dispute"] == 2  # the opened one is not read
+    await settle(stack, result)
+    assert await grants_by_payment(stack) == {
+        accepted_pay: ["revoked"], lost_pay: ["revoked"], open_pay: ["active"], kept_pay: ["active"]}
+    assert await grant_audit(stack, accepted_pay) == [
+        ("granted", "granted"), ("revoked", f"dispute {accepted['dispute_id']} (accepted)")]
+    assert await grant_audit(stack, lost_pay) == [
+        ("granted", "granted"), ("revoked", f"dispute {lost['dispute_id']} (lost)")]
+    assert (ledger.accepted, ledger.lost) == (Counter({accepted_pay: 1}), Counter({lost_pay: 1}))
+
+    # A second scan, over the whole history, finds nothing missing and changes nothing.
+    again = await dodo.reconcile(stack, "--since", "7h")
+    assert (again["repaired"], again["pending"], again["dead"]) == ([], 0, [])
+    assert dodo.fetches("disputes") == 2
+    assert len(await grant_audit(stack, accepted_pay)) == 2
+    assert (ledger.accepted, ledger.lost) == (Counter({accepted_pay: 1}), Counter({lost_pay: 1}))
+
+    # Its webhook, delivered at last, is the same news: stored, settled `ignored`, heard once.
+    [late] = await deliver_late(stack, "dispute.accepted", accepted)
+    assert (await stack.wait_status(late, "ignored")).source == "webhook"
+    assert ledger.accepted == Counter({accepted_pay: 1})
+
+
+async def test_accepted_disputes_ignored_before_dodo_worker_handled_them_are_repaired(
+        stack_factory: Any, registry: Registry, catalog_path: Path, dodo: Dodo) -> None:
+    """Before this version no handler took dispute.accepted: its webhooks settled `ignored` and the
+    key stayed valid. A scan over that time repairs such a dispute, once."""
+    made = populate(dodo.fake, payments=1, product_id=FILE_ONLY)
+    [pay] = made["payments"]
+    accepted = dodo.fake.add("disputes", dispute(pay, 0, created_at=datetime.now(UTC) - timedelta(minutes=10),
+                                                 status="dispute_accepted"))
+    builtin = registry.get("entitlements.dispute")
+    assert builtin is not None
+    registry.remove(builtin.name)  # the handler as it was: lost and won only
+    registry.add(builtin.func, ["dispute.lost", "dispute.won"], name=builtin.name, batched=builtin.batched,
+                 prepare=builtin.prepare)
+    stack = await stack_factory(ENTITLEMENTS_FILE=str(catalog_path))
+    await deliver(stack, "payment.succeeded", [as_delivered(pay)])
+    [old] = await deliver_late(stack, "dispute.accepted", accepted)
+    assert (await stack.wait_status(old, "ignored")).status == "ignored"
+    assert await grants_by_payment(stack) == {pay["payment_id"]: ["active"]}
+    await stack.stop_worker()  # upgrade: the handler now takes dispute.accepted
+    registry.remove(builtin.name)
+    registry.add(builtin.func, builtin.patterns, name=builtin.name, batched=builtin.batched, prepare=builtin.prepare)
+    await stack.start_worker()
+
+    result = await dodo.reconcile(stack)
+    assert [(r["id"], r["type"]) for r in result["repaired"]] == [(accepted["dispute_id"], "dispute.accepted")]
+    await settle(stack, result)
+    assert await grants_by_payment(stack) == {pay["payment_id"]: ["revoked"]}
+    again = await dodo.reconcile(stack, "--since", "7h")
+    assert (again["repaired"], again["pending"]) == ([], 0)
+    assert len(await grant_audit(stack, pay["payment_id"])) == 2

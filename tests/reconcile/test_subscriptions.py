@@ -99,3 +99,29 @@ async def test_subscriptions_bought_long_ago_follow_dodo(
     # Next time only the one still suspended here and not active in Dodo is fetched.
     assert [c.path for c in dodo.fake.calls[calls:] if c.path.startswith("/subscriptions/")] == [
         "/subscriptions/" + held["subscription_id"]]
+
+
+async def test_a_granted_subscription_dodo_does_not_know_is_reported_not_found(
+        stack_factory: Any, catalog_path: Path, dodo: Dodo, caplog: Any) -> None:
+    """Granted here, 404 at Dodo (deleted, or another business's key): the report's `not_found`
+    says so, the log says what it is, and its grants are left as they are."""
+    import logging
+    from datetime import UTC, datetime, timedelta
+
+    made = populate(dodo.fake, payments=0, subscriptions=1, subscription_product_id=KEY_ONLY,
+                    now=datetime.now(UTC) - timedelta(days=200))
+    [sub] = made["subscriptions"]
+    stack = await stack_factory(ENTITLEMENTS_FILE=str(catalog_path))
+    await deliver(stack, "subscription.active", sub)
+    del dodo.fake.collections["subscriptions"][sub["subscription_id"]]
+    dodo.fake._sorted.pop("subscriptions", None)
+
+    caplog.set_level(logging.WARNING)
+    result = await dodo.reconcile(stack)
+    assert result["not_found"] == [{"kind": "subscription", "id": sub["subscription_id"],
+                                    "why": "granted here, but Dodo does not know it"}]
+    assert result["repaired"] == []
+    assert await grants_by_payment(stack) == {sub["subscription_id"]: ["active"]}
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(sub["subscription_id"] in m and "Dodo does not know it (404)" in m for m in messages)
+    assert not any("although" in m for m in messages)

@@ -50,7 +50,7 @@ def reconcile_command(
                                        "payments' refunds and disputes (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout and nothing else."),
 ) -> None:
-    """Read Dodo's payments, refunds, lost disputes and subscriptions; inject an event for each
+    """Read Dodo's payments, refunds, lost and accepted disputes and subscriptions; inject an event for each
     one the inbox lacks, through the same handlers as webhooks."""
     wanted = parse_metadata(metadata)
     start = parse_time(since, "--since") if since else None

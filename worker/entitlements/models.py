@@ -102,7 +102,7 @@ class RevocationRow(Base):
     payment_id: Mapped[str] = mapped_column(String(128))
     cause: Mapped[str] = mapped_column(String(16))  # refund, dispute
     cause_id: Mapped[str] = mapped_column(String(128))
-    state: Mapped[str] = mapped_column(String(16))  # refund: full, partial; dispute: lost, won
+    state: Mapped[str] = mapped_column(String(16))  # refund: full, partial; dispute: lost, accepted, won
     event_id: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

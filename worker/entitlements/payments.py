@@ -12,7 +12,7 @@ from worker.entitlements import revocations, subscriptions
 from worker.entitlements.catalog import Catalog
 from worker.entitlements.models import GrantKind, GrantRow, GrantSource, GrantStatus
 from worker.entitlements.provision import grant_product, owner_of, plan_product
-from worker.entitlements.revocations import DISPUTE, FULL, LOST, PARTIAL, REFUND, WON, Seen
+from worker.entitlements.revocations import DISPUTE, DISPUTE_STATES, FULL, PARTIAL, REFUND, WON, Seen
 from worker.entitlements.service import GrantKey, Grants, Initial, NewGrant, Owner, insert_ahead
 from worker.entitlements.sql import lock, lock_many
 from worker.events import Dispute, Event, LicenseKey, Payment, Refund
@@ -117,19 +117,21 @@ async def on_refund(grants: Grants, refund: Refund) -> int:
 
 
 async def on_dispute(grants: Grants, dispute: Dispute, event_type: str) -> int:
-    """dispute.lost revokes the payment's grants; dispute.won gives back what that dispute took.
-    The payload's `dispute_status` (the latest state) wins over the event type."""
+    """dispute.lost and dispute.accepted (the merchant gave the money back) revoke the payment's
+    grants; dispute.won gives back what that dispute took. The payload's `dispute_status` (the
+    latest state) wins over the event type."""
     if not dispute.payment_id or not dispute.dispute_id:
         return 0
     status = dispute.dispute_status or ("dispute_" + event_type.split(".", 1)[1])
-    if status not in ("dispute_lost", "dispute_won"):
+    state = DISPUTE_STATES.get(status)
+    if state is None:
         return 0
     await lock(grants.session, f"payment:{dispute.payment_id}")
-    seen = Seen(DISPUTE, dispute.dispute_id, LOST if status == "dispute_lost" else WON)
+    seen = Seen(DISPUTE, dispute.dispute_id, state)
     await revocations.record(grants.session, dispute.payment_id, seen, grants.actor.event_id)
-    if seen.state == LOST:
-        return await revocations.apply(grants, dispute.payment_id)
-    return await revocations.dispute_won(grants, dispute.payment_id, dispute.dispute_id)
+    if state == WON:
+        return await revocations.dispute_won(grants, dispute.payment_id, dispute.dispute_id)
+    return await revocations.apply(grants, dispute.payment_id)
 
 
 async def on_license_key(grants: Grants, key: LicenseKey) -> int:

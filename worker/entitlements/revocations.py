@@ -16,7 +16,12 @@ from worker.events import Payment
 from worker.store.models import utcnow
 
 REFUND, DISPUTE = "refund", "dispute"
-FULL, PARTIAL, LOST, WON = "full", "partial", "lost", "won"
+FULL, PARTIAL, LOST, WON, ACCEPTED = "full", "partial", "lost", "won", "accepted"
+# Dodo's `dispute_status` -> the state recorded. `accepted`: the merchant did not contest it and
+# the money went back to the cardholder (Dodo's docs), as for `lost`; `opened`, `challenged`,
+# `expired` and `cancelled` take nothing yet.
+DISPUTE_STATES = {"dispute_lost": LOST, "dispute_accepted": ACCEPTED, "dispute_won": WON}
+TAKEN = frozenset({LOST, ACCEPTED})  # dispute states that revoke
 
 
 @dataclass(frozen=True)
@@ -25,7 +30,7 @@ class Seen:
 
     cause: str  # refund, dispute
     cause_id: str
-    state: str  # full, partial (refund); lost, won (dispute)
+    state: str  # full, partial (refund); lost, accepted, won (dispute)
 
 
 def describe(row: RevocationRow | Seen) -> str:
@@ -33,7 +38,9 @@ def describe(row: RevocationRow | Seen) -> str:
 
 
 async def record(session: AsyncSession, payment_id: str, seen: Seen, event_id: str | None) -> None:
-    """Remember it (once per refund or dispute; a dispute's state follows its latest news)."""
+    """Remember it (once per refund or dispute; a dispute's state follows its latest news, except
+    that `accepted` is final: an accepted dispute is over, so news after it, in whatever order it
+    arrives, cannot give the money, or the access, back)."""
     session.info.get(PREFETCHED, {}).pop(payment_id, None)
     now = utcnow()
     inserted = await insert_ignore(session, RevocationRow, {
@@ -44,7 +51,8 @@ async def record(session: AsyncSession, payment_id: str, seen: Seen, event_id: s
         await session.execute(
             update(RevocationRow)
             .where(RevocationRow.payment_id == payment_id, RevocationRow.cause == seen.cause,
-                   RevocationRow.cause_id == seen.cause_id, RevocationRow.state != seen.state)
+                   RevocationRow.cause_id == seen.cause_id, RevocationRow.state != seen.state,
+                   RevocationRow.state != ACCEPTED)
             .values(state=seen.state, event_id=event_id, updated_at=now))
 
 
@@ -87,7 +95,7 @@ def blocker(rows: list[RevocationRow], catalog: Catalog, product_id: str) -> Rev
         if row.cause == REFUND and (row.state == FULL or (
                 row.state == PARTIAL and catalog.revokes_on_partial_refund(product_id))):
             return row
-        if row.cause == DISPUTE and row.state == LOST:
+        if row.cause == DISPUTE and row.state in TAKEN:
             return row
     return None
 
@@ -118,8 +126,11 @@ async def apply(grants: Grants, payment_id: str, rows: list[RevocationRow] | Non
 
 
 async def dispute_won(grants: Grants, payment_id: str, dispute_id: str) -> int:
-    """Give back what this dispute took (not what a refund or another dispute took)."""
+    """Give back what this dispute took (not what a refund or another dispute took). Nothing when
+    the dispute is recorded accepted (final, see `record`): its revocations stand."""
     rows = await for_payment(grants.session, payment_id)
+    if any(row.cause == DISPUTE and row.cause_id == dispute_id and row.state in TAKEN for row in rows):
+        return await apply(grants, payment_id, rows)
     restored = 0
     for grant in await grants_of_payment(grants.session, payment_id):
         if grant.status != GrantStatus.REVOKED or grant.status_reason != DISPUTE or grant.status_cause != dispute_id:
@@ -150,8 +161,8 @@ def seen_in_payment(payment: Payment) -> list[Seen]:
     if payment.refund_status == FULL and not full_listed:
         seen.append(Seen(REFUND, f"{payment.payment_id}:refund_status", FULL))
     for dispute in payment.disputes or []:
-        status = str(dispute.get("dispute_status") or "")
+        state = DISPUTE_STATES.get(str(dispute.get("dispute_status") or ""))
         dispute_id = dispute.get("dispute_id")
-        if dispute_id and status in ("dispute_lost", "dispute_won"):
-            seen.append(Seen(DISPUTE, str(dispute_id), LOST if status == "dispute_lost" else WON))
+        if dispute_id and state is not None:
+            seen.append(Seen(DISPUTE, str(dispute_id), state))
     return seen

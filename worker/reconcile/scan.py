@@ -1,13 +1,15 @@
 """One reconciliation scan: read Dodo's lists in a window, find what the inbox lacks, repair it.
 
-For each source (payments, refunds, lost disputes, subscriptions), page by page from page 0
-with 100 items a page until a short or empty page:
+For each source (payments, refunds, lost and accepted disputes, subscriptions), page by page
+from page 0 with 100 items a page until a short or empty page:
 
 1. one SQL query per page finds which of the page's objects already have their event in the
    inbox (`events.type` + `events.object_id`, whatever webhook id carried it);
 2. an event that exists in any state but `dead` counts: `received`/`queued`/`failed` ones will
    still be processed, so a synthetic copy would only run the handlers twice. A `dead` one is
-   a different problem (a handler keeps failing): it is reported, not duplicated;
+   a different problem (a handler keeps failing): it is reported, not duplicated. (Accepted
+   disputes whose events all settled `ignored`, from before a handler took them, are repaired:
+   `Source.redo_ignored`);
 3. for each object with no event, the full object is fetched (`GET /payments/{id}`...) and a
    synthetic event (`source` `reconcile`, a deterministic id) is inserted, in one statement
    per page, and queued; the same handlers then run as for a webhook.
@@ -75,7 +77,8 @@ class ScanReport:
     dead: list[dict[str, str]] = field(default_factory=list)  # events that exist but are dead
     pending: int = 0  # objects whose event exists but is not processed yet (it will be)
     not_enqueued: int = 0  # inserted while Redis was unreachable: the sweeper queues them
-    not_found: list[dict[str, str]] = field(default_factory=list)  # listed, but 404 when fetched
+    # 404 when fetched: listed, or granted here (drift check); `why` says which
+    not_found: list[dict[str, str]] = field(default_factory=list)
     api_calls: int = 0
     seconds: float = 0.0
 
@@ -125,6 +128,10 @@ class _Existing:
     latest_id: str | None = None
     latest_status: str | None = None
     latest_payload_status: str | None = None
+
+    @property
+    def only_ignored(self) -> bool:
+        return all(status == EventStatus.IGNORED for status in self.statuses)
 
 
 class Scanner:
@@ -233,7 +240,11 @@ class Scanner:
                     if sid in active and status != GrantStatus.ACTIVE]
         elsewhere = [sid for sid in ours if sid not in active]
         fetched = await self._fetch_all([SUBSCRIPTIONS.detail_path.format(id=sid) for sid in elsewhere])
-        to_check += [obj for obj in fetched if obj is not None]
+        for sid, obj in zip(elsewhere, fetched, strict=True):
+            if obj is None:
+                _unknown_to_dodo(sid, report)
+            else:
+                to_check.append(obj)
         read = len(listed) + len(elsewhere)  # disjoint: a listed one of ours is in `active`
         report.scanned += read
         report.scanned_by_kind[SUBSCRIPTIONS.kind] = report.scanned_by_kind.get(SUBSCRIPTIONS.kind, 0) + read
@@ -261,7 +272,7 @@ class Scanner:
             if source.event_type is not None:
                 event_type = source.event_type
                 discriminator = None
-                if found is not None:
+                if found is not None and not (source.redo_ignored and found.only_ignored):
                     self._note_existing(source, object_id, found, report)
                     continue
             else:
@@ -284,7 +295,11 @@ class Scanner:
         pending_report: dict[str, Repaired] = {}
         for (event_type, object_id, discriminator, item), full in zip(repairs, fulls, strict=True):
             if full is None:
-                report.not_found.append({"kind": source.kind, "id": object_id})
+                # Listed but gone (deleted, or another business's): skip it rather than fail
+                # every scan of this window.
+                log.warning("%s %s: 404 when fetched although %s lists it; skipped", source.kind, object_id,
+                            source.list_path)
+                report.not_found.append({"kind": source.kind, "id": object_id, "why": "listed, but 404 when fetched"})
                 continue
             event_id = synthetic_event_id(event_type, object_id, discriminator)
             data = {**item, **full}
@@ -311,7 +326,8 @@ class Scanner:
 
     async def _fetch_all(self, paths: list[str]) -> list[dict[str, Any] | None]:
         """The full objects, FETCH_CONCURRENCY requests at a time (in the order asked): against
-        the real API each is a round trip, and a page may hold 100 missing objects."""
+        the real API each is a round trip, and a page may hold 100 missing objects. None where
+        Dodo answers 404 (the caller says what that means)."""
         gate = asyncio.Semaphore(FETCH_CONCURRENCY)
 
         async def fetch(path: str) -> dict[str, Any] | None:
@@ -319,9 +335,6 @@ class Scanner:
                 try:
                     return await self.reader.retrieve(path)
                 except DodoNotFound:
-                    # Listed but gone (deleted, or another business's): skip it rather than
-                    # fail every scan of this window.
-                    log.warning("GET %s: 404 although the list has it; skipped", path)
                     return None
 
         try:
@@ -411,6 +424,17 @@ class Scanner:
     async def _enqueue(self, event_ids: list[str], report: ScanReport) -> None:
         if self.redis is None or not await queue.enqueue_events(self.redis, self.queue_name, event_ids):
             report.not_enqueued += len(event_ids)
+
+
+def _unknown_to_dodo(subscription_id: str, report: ScanReport) -> None:
+    """A subscription granted here that Dodo answers 404 for: reported, its grants left alone.
+    A 404 is as likely a key of another business or mode (a test-mode key reading live grants
+    would 404 every one) as a subscription really gone; revoking on it could take access from
+    every paying customer at once, and there is no status to follow. The operator decides."""
+    log.warning("subscription %s is granted here but Dodo does not know it (404); its grants are left as they are",
+                subscription_id)
+    report.not_found.append({"kind": SUBSCRIPTIONS.kind, "id": subscription_id,
+                             "why": "granted here, but Dodo does not know it"})
 
 
 def _payload_status(body: str) -> str | None:

@@ -34,6 +34,8 @@ class Source:
     payload_type: str
     event_type: str | None = None  # None: chosen per object (subscriptions)
     filters: dict[str, str] = field(default_factory=dict)
+    # An object whose events all settled `ignored` still lacks its handlers' work: see ACCEPTED_DISPUTES.
+    redo_ignored: bool = False
 
     def object_id(self, item: dict[str, Any]) -> str | None:
         value = item.get(self.id_field)
@@ -46,12 +48,19 @@ REFUNDS = Source("refund", "/refunds", "refund_id", "/refunds/{id}", "Refund",
                  event_type="refund.succeeded", filters={"status": "succeeded"})
 DISPUTES = Source("dispute", "/disputes", "dispute_id", "/disputes/{id}", "Dispute",
                   event_type="dispute.lost", filters={"dispute_status": "dispute_lost"})
+# Accepted (not contested): the money went back to the cardholder, as for a lost one. A list of
+# its own, since `dispute_status` takes one value. Before dodo-worker handled dispute.accepted its
+# webhooks settled `ignored` with no handler run; such a dispute is repaired too (once: the
+# synthetic event's id is deterministic), so a scan over that time revokes what they left valid.
+ACCEPTED_DISPUTES = Source("dispute", "/disputes", "dispute_id", "/disputes/{id}", "Dispute",
+                           event_type="dispute.accepted", filters={"dispute_status": "dispute_accepted"},
+                           redo_ignored=True)
 SUBSCRIPTIONS = Source("subscription", "/subscriptions", "subscription_id", "/subscriptions/{id}",
                        "Subscription")
 
 # Payments first: a refund or dispute of a payment repaired in the same scan is queued after it.
-ALL_SOURCES = (PAYMENTS, REFUNDS, DISPUTES, SUBSCRIPTIONS)
-KINDS = tuple(s.kind for s in ALL_SOURCES)
+ALL_SOURCES = (PAYMENTS, REFUNDS, DISPUTES, ACCEPTED_DISPUTES, SUBSCRIPTIONS)
+KINDS = tuple(dict.fromkeys(s.kind for s in ALL_SOURCES))
 
 
 def synthetic_event_id(event_type: str, object_id: str, discriminator: str | None = None) -> str:
