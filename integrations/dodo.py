@@ -19,9 +19,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from dodopayments import (
@@ -32,12 +32,15 @@ from dodopayments import (
     AuthenticationError,
     InternalServerError,
     NotFoundError,
+    Omit,
     RateLimitError,
 )
+from dodopayments.types import LicenseActivateResponse
 
 from worker.settings import Settings
 
 log = logging.getLogger("dodo_worker.dodo")
+_T = TypeVar("_T")
 
 SDK_MAX_RETRIES = 4
 TIMEOUT = httpx.Timeout(30.0, connect=5.0)
@@ -182,3 +185,86 @@ def retry_after(headers: Mapping[str, str]) -> float:
                 continue
             return max(0.0, (when - datetime.now(UTC)).total_seconds())
     return DEFAULT_RETRY_AFTER
+
+
+# Dodo's public licence endpoints ---------------------------------------------------------------
+# They sit in the request path of a customer's app: a short timeout and one retry (a dropped
+# keep-alive connection), then our own fallback (see worker/entitlements/licenses.py).
+LICENSE_TIMEOUT = httpx.Timeout(4.0, connect=2.0)
+LICENSE_MAX_RETRIES = 1
+# `/licenses/*` need no API key (the spec gives them no security; Dodo's docs call them public),
+# but the SDK will not start without a bearer token: it gets a placeholder, and every licence
+# call drops the Authorization header, so the merchant's key never travels with them.
+_PUBLIC = "public-licence-endpoints"
+_NO_AUTH: dict[str, str | Omit] = {"Authorization": Omit()}
+
+
+def create_license_client(settings: Settings, *, timeout: httpx.Timeout = LICENSE_TIMEOUT,
+                          max_retries: int = LICENSE_MAX_RETRIES) -> AsyncDodoPayments:
+    """An SDK client for the public licence endpoints, at DODO_PAYMENTS_BASE_URL or the
+    DODO_PAYMENTS_ENVIRONMENT's host; it needs no DODO_PAYMENTS_API_KEY."""
+    if settings.DODO_PAYMENTS_BASE_URL:
+        return AsyncDodoPayments(bearer_token=_PUBLIC, base_url=settings.DODO_PAYMENTS_BASE_URL,
+                                 timeout=timeout, max_retries=max_retries)
+    return AsyncDodoPayments(bearer_token=_PUBLIC, environment=settings.DODO_PAYMENTS_ENVIRONMENT, base_url=None,
+                             timeout=timeout, max_retries=max_retries)
+
+
+class DodoUnreachable(Exception):
+    """Dodo did not answer: connection error, timeout, 429 or 5xx (`reason` says which)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class DodoRefused(Exception):
+    """Dodo answered 4xx: its status, `code` (None when its body has none) and message."""
+
+    def __init__(self, status: int, code: str | None, message: str) -> None:
+        super().__init__(f"HTTP {status} {code}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def _refusal(exc: APIStatusError) -> DodoRefused | DodoUnreachable:
+    if exc.status_code == 429 or exc.status_code >= 500:
+        return DodoUnreachable(f"HTTP {exc.status_code}")
+    body = exc.body if isinstance(exc.body, dict) else {}
+    code, message = body.get("code"), body.get("message")
+    return DodoRefused(exc.status_code, code if isinstance(code, str) else None,
+                       message[:500] if isinstance(message, str) and message else f"HTTP {exc.status_code}")
+
+
+@dataclass
+class DodoLicenses:
+    """Dodo's `POST /licenses/activate`, `/validate`, `/deactivate` through the official SDK.
+    Raises DodoRefused (pass it on) or DodoUnreachable (answer without Dodo, or 503)."""
+
+    client: AsyncDodoPayments
+
+    async def activate(self, license_key: str, name: str) -> LicenseActivateResponse:
+        return await self._call(self.client.licenses.activate(license_key=license_key, name=name,
+                                                              extra_headers=_NO_AUTH))
+
+    async def validate(self, license_key: str, instance_id: str | None) -> bool:
+        answer = await self._call(self.client.licenses.validate(
+            license_key=license_key, license_key_instance_id=instance_id, extra_headers=_NO_AUTH))
+        return bool(answer.valid)
+
+    async def deactivate(self, license_key: str, instance_id: str) -> None:
+        await self._call(self.client.licenses.deactivate(license_key=license_key, license_key_instance_id=instance_id,
+                                                         extra_headers=_NO_AUTH))
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    @staticmethod
+    async def _call(request: Awaitable[_T]) -> _T:
+        try:
+            return await request
+        except APIStatusError as exc:
+            raise _refusal(exc) from None
+        except APIConnectionError as exc:
+            raise DodoUnreachable("timed out" if isinstance(exc, APITimeoutError) else "cannot connect") from None

@@ -141,3 +141,17 @@ def populate(fake: FakeDodo, *, payments: int, failed: int = 0, refunds: int = 0
         made["subscriptions"].append(fake.add("subscriptions", subscription(i, created_at=now - sub_step * (i + 1),
                                                                              product_id=subscription_product_id)))
     return made
+
+
+def license_key(key_id: str, key: str, *, product_id: str, customer_id: str, payment_id: str | None = None,
+                subscription_id: str | None = None, activations_limit: int | None = 3, status: str = "active",
+                expires_at: datetime | None = None, business_id: str = "bus_fake",
+                created_at: datetime | None = None) -> dict[str, Any]:
+    """A licence key as Dodo holds it (`LicenseKeyResponse`), for `FakeDodo.licenses.add`."""
+    return {
+        "id": key_id, "key": key, "business_id": business_id, "brand_id": business_id, "status": status,
+        "customer_id": customer_id, "product_id": product_id, "payment_id": payment_id,
+        "subscription_id": subscription_id, "activations_limit": activations_limit, "instances_count": 0,
+        "expires_at": iso(expires_at) if expires_at else None, "source": "auto",
+        "created_at": iso(created_at or datetime.now(UTC)),
+    }

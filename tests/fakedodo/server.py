@@ -6,6 +6,10 @@ refunds, disputes and subscriptions, with Dodo's paging (`page_size` ≤ 100, `p
 tests/fakedodo/test_spec.py checks that table, and every answer's shape, against Dodo's published
 OpenAPI spec so the fake cannot drift from the real API.
 
+It also serves Dodo's public licence endpoints (`FakeLicenses`, `LICENSE_ROUTES`: activate,
+validate, deactivate, with each key's `instances_count`); tests/entitlements/test_dodo_licenses.py
+checks those against the spec.
+
 Run it alone (the benchmark does): python -m tests.fakedodo --port 8123 --payments 10000
 """
 
@@ -15,6 +19,7 @@ import argparse
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -92,6 +97,97 @@ def parse_time(value: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+# Dodo's public licence endpoints ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LicenseRoute:
+    path: str
+    request: str  # request body schema in the spec's components
+    response: str | None  # response schema; None: an empty body
+    status: int  # the success status the spec gives
+
+
+LICENSE_ROUTES: tuple[LicenseRoute, ...] = (
+    LicenseRoute("/licenses/activate", "ActivateLicenseKeyRequest", "ActivateLicenseKeyResponse", 201),
+    LicenseRoute("/licenses/validate", "ValidateLicenseKeyRequest", "ValidateLicenseKeyResponse", 200),
+    LicenseRoute("/licenses/deactivate", "DeactivateLicenseKeyRequest", None, 200),
+)
+_LICENSE_PATHS = {r.path: r for r in LICENSE_ROUTES}
+# Refusals as the spec's statuses and Dodo's error-code list (api-reference/error-codes) name them.
+NOT_FOUND = (404, "NOT_FOUND", "License key not found")
+INACTIVE = (403, "INACTIVE_LICENSE_KEY", "License key is not active")
+LIMIT = (422, "LICENSE_KEY_LIMIT_REACHED", "License key activation limit reached")
+FOREIGN = (403, "LICENSE_KEY_NOT_FOUND", "License key instance not found or does not belong to this license key")
+
+
+@dataclass
+class FakeLicenses:
+    """`POST /licenses/activate`, `/validate`, `/deactivate`: public (no bearer), bodies as the
+    spec's request schemas (else 422), `instances_count` kept on each key (a `LicenseKeyResponse`)
+    so tests can compare Dodo's count with the worker's. A deactivated instance is gone: a second
+    deactivation is 403, like any instance the key does not have."""
+
+    keys: dict[str, dict[str, Any]] = field(default_factory=dict)  # by the key string
+    instances: dict[str, dict[str, Any]] = field(default_factory=dict)  # by lki_ id
+    customers: dict[str, dict[str, Any]] = field(default_factory=dict)  # CustomerLimitedDetailsResponse
+    products: dict[str, str | None] = field(default_factory=dict)  # product id -> name
+    authorizations: list[str | None] = field(default_factory=list)  # each request's Authorization header
+
+    def add(self, key: dict[str, Any], customer: dict[str, Any] | None = None) -> dict[str, Any]:
+        self.keys[key["key"]] = key
+        if customer is not None:
+            self.customers[customer["customer_id"]] = customer
+        return key
+
+    def live(self, key_id: str) -> list[dict[str, Any]]:
+        return [i for i in self.instances.values() if i["license_key_id"] == key_id]
+
+    def answer(self, path: str, body: Any) -> tuple[int, Any]:
+        fields = {"/licenses/activate": ("license_key", "name"), "/licenses/validate": ("license_key",),
+                  "/licenses/deactivate": ("license_key", "license_key_instance_id")}[path]
+        instance = body.get("license_key_instance_id") if isinstance(body, dict) else None
+        if not isinstance(body, dict) or not all(isinstance(body.get(f), str) for f in fields) \
+                or not isinstance(instance, str | None):
+            return 422, {"code": "INVALID_REQUEST_BODY", "message": "Your request body is invalid."}
+        key = self.keys.get(body["license_key"])
+        if path == "/licenses/validate":
+            return 200, {"valid": key is not None and self._usable(key) and (
+                instance is None or self.instances.get(instance, {}).get("license_key_id") == key["id"])}
+        if key is None:
+            return _refused(NOT_FOUND)
+        if path == "/licenses/activate":
+            return self._activate(key, body["name"])
+        found = self.instances.get(body["license_key_instance_id"])
+        if found is None or found["license_key_id"] != key["id"]:
+            return _refused(FOREIGN)
+        del self.instances[found["id"]]
+        key["instances_count"] = len(self.live(key["id"]))
+        return 200, None
+
+    def _activate(self, key: dict[str, Any], name: str) -> tuple[int, Any]:
+        if not self._usable(key):
+            return _refused(INACTIVE)
+        if key.get("activations_limit") is not None and len(self.live(key["id"])) >= key["activations_limit"]:
+            return _refused(LIMIT)
+        instance = {"id": f"lki_{uuid.uuid4().hex[:20]}", "license_key_id": key["id"], "name": name,
+                    "business_id": key["business_id"], "created_at": iso(datetime.now(UTC))}
+        self.instances[instance["id"]] = instance
+        key["instances_count"] = len(self.live(key["id"]))
+        customer = self.customers.get(key["customer_id"], {"customer_id": key["customer_id"], "name": "", "email": ""})
+        return 201, {**instance, "customer": customer,
+                     "product": {"product_id": key["product_id"], "name": self.products.get(key["product_id"])}}
+
+    @staticmethod
+    def _usable(key: dict[str, Any]) -> bool:
+        expires = key.get("expires_at")
+        return bool(key["status"] == "active" and (expires is None or parse_time(expires) > datetime.now(UTC)))
+
+
+def _refused(refusal: tuple[int, str, str]) -> tuple[int, Any]:
+    status, code, message = refusal
+    return status, {"code": code, "message": message}
+
+
 @dataclass
 class FakeDodo:
     """The fake's data and behaviour. Add objects with `add_*` (tests/fakedodo/data.py builds them)."""
@@ -105,6 +201,7 @@ class FakeDodo:
     collections: dict[str, dict[str, dict[str, Any]]] = field(default_factory=lambda: {
         "payments": {}, "refunds": {}, "disputes": {}, "subscriptions": {}})
     calls: list[Call] = field(default_factory=list)
+    licenses: FakeLicenses = field(default_factory=FakeLicenses)  # the public /licenses/* endpoints
     gate: asyncio.Event | None = None  # when set, list requests wait for it to be set
     _throttle: list[str] = field(default_factory=list)  # Retry-After values of the next 429s
     _errors: list[int] = field(default_factory=list)  # statuses of the next failing answers
@@ -182,6 +279,26 @@ class FakeDodo:
                                               key=lambda o: (o["created_at"], _id(o)), reverse=True)
         return self._sorted[collection]
 
+    async def _license_answer(self, method: str, path: str, headers: dict[str, str],
+                              receive: Callable[[], Awaitable[Any]]) -> tuple[int, dict[str, str], Any]:
+        """The licence endpoints are public: no bearer check, but `fail_next` and `delay` apply."""
+        self.licenses.authorizations.append(headers.get("authorization"))
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            more = bool(message.get("more_body"))
+        if self._errors:
+            return self._errors.pop(0), {}, {"code": "INTERNAL_SERVER_ERROR", "message": "try again"}
+        if method != "POST":
+            return 405, {}, {"code": "METHOD_NOT_ALLOWED", "message": method}
+        try:
+            body = json.loads(b"".join(chunks) or b"null")
+        except ValueError:
+            body = None
+        status, answer = self.licenses.answer(path, body)
+        return status, {}, answer
+
     # ASGI --------------------------------------------------------------------------------
     async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]],
                        send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
@@ -202,11 +319,14 @@ class FakeDodo:
             await self.gate.wait()
         if self.delay:
             await asyncio.sleep(self.delay)
-        status, extra, body = self.answer(scope["method"], path, query, headers)
+        if path in _LICENSE_PATHS:
+            status, extra, body = await self._license_answer(scope["method"], path, headers, receive)
+        else:
+            status, extra, body = self.answer(scope["method"], path, query, headers)
         self.calls.append(Call(scope["method"], path, query, status, time.monotonic()))
-        payload = json.dumps(body).encode()
-        response_headers = [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(payload)).encode())]
+        payload = b"" if body is None else json.dumps(body).encode()  # None: no body (deactivate)
+        response_headers = [(b"content-type", b"application/json")] if body is not None else []
+        response_headers += [(b"content-length", str(len(payload)).encode())]
         response_headers += [(k.encode(), v.encode()) for k, v in extra.items()]
         await send({"type": "http.response.start", "status": status, "headers": response_headers})
         await send({"type": "http.response.body", "body": payload})
