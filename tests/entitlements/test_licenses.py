@@ -1,4 +1,6 @@
-"""`/v1/licenses/*` as a customer's desktop app uses them, against keys granted by real payments."""
+"""`/v1/licenses/*` as a customer's desktop app uses them, against keys granted by real payments
+(keys this service issued; tests/entitlements/test_dodo_licenses.py has the keys Dodo issued).
+Every refusal is Dodo's `{"code", "message"}` with `"error"` (the same message) beside them."""
 
 from __future__ import annotations
 
@@ -21,6 +23,15 @@ async def call(stack: Stack, action: str, **body: Any) -> httpx.Response:
     return await stack.http.post(f"{stack.base_url}/v1/licenses/{action}", json=body)
 
 
+def refused(response: httpx.Response, status: int, code: str, message: str | None = None) -> None:
+    """`response` is a refusal in Dodo's shape, plus the older `error` with the same message."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"code", "message", "error"}, body
+    assert body["code"] == code and body["error"] == body["message"], body
+    assert message is None or body["message"] == message, body
+
+
 async def bought_key(stack: Stack, payment_id: str = "pay_lic") -> tuple[str, dict[str, Any]]:
     """Pay for the product (licence key, 2 activations) and read the key from the read API."""
     await send_and_wait(stack, "payment.succeeded", payment(payment_id, [(PRODUCT, 1)]))
@@ -34,7 +45,7 @@ async def test_activation_limit_and_deactivation(ent_stack: Stack) -> None:
     response = await call(ent_stack, "validate", license_key=key)
     assert response.status_code == 200
     assert response.json() == {"valid": True, "status": "active", "product_id": PRODUCT, "expires_at": None,
-                               "activations_limit": 2, "activations": 0}
+                               "activations_limit": 2, "activations": 0, "source": "local"}
 
     laptop = await call(ent_stack, "activate", license_key=key, name="Laptop")
     assert laptop.status_code == 201, laptop.text
@@ -52,8 +63,7 @@ async def test_activation_limit_and_deactivation(ent_stack: Stack) -> None:
     assert desktop.status_code == 201, desktop.text
 
     third = await call(ent_stack, "activate", license_key=key, name="Third machine")
-    assert third.status_code == 422
-    assert third.json() == {"error": "activation limit reached (2)"}
+    refused(third, 422, "LICENSE_KEY_LIMIT_REACHED", "activation limit reached (2)")
     listed = next(g for g in await entitlements(ent_stack, payment_id="pay_lic") if g["kind"] == "license_key")
     assert listed["license_key"]["activations"] == 2
 
@@ -61,10 +71,9 @@ async def test_activation_limit_and_deactivation(ent_stack: Stack) -> None:
     assert checked.json()["valid"] is True
 
     freed = await call(ent_stack, "deactivate", license_key=key, license_key_instance_id=instance["id"])
-    assert freed.status_code == 200
-    assert freed.json()["status"] == "deactivated"
+    assert (freed.status_code, freed.content) == (200, b"")  # Dodo answers no body either
     again = await call(ent_stack, "deactivate", license_key=key, license_key_instance_id=instance["id"])
-    assert again.status_code == 200  # a retried deactivation is not an error
+    assert (again.status_code, again.content) == (200, b"")  # a retried deactivation is not an error
     assert (await call(ent_stack, "validate", license_key=key,
                        license_key_instance_id=instance["id"])).json()["valid"] is False
     assert (await call(ent_stack, "activate", license_key=key, name="Third machine")).status_code == 201
@@ -81,13 +90,14 @@ async def test_unknown_keys_and_foreign_instances(ent_stack: Stack) -> None:
     other = (await call(ent_stack, "activate", license_key=other_key, name="Other")).json()
 
     unknown = "ACME-AAAA-BBBB-CCCC-DDDD-EEEE-FFFF-GGGG"
-    assert (await call(ent_stack, "validate", license_key=unknown)).json() == {"valid": False}
+    assert (await call(ent_stack, "validate", license_key=unknown)).json() == {"valid": False, "source": "local"}
     for action, body in (("activate", {"name": "x"}), ("deactivate", {"license_key_instance_id": other["id"]})):
-        response = await call(ent_stack, action, license_key=unknown, **body)
-        assert (response.status_code, response.json()) == (404, {"error": "license key not found"})
+        refused(await call(ent_stack, action, license_key=unknown, **body), 404, "NOT_FOUND", "license key not found")
 
     foreign = await call(ent_stack, "deactivate", license_key=key, license_key_instance_id=other["id"])
-    assert foreign.status_code == 403
+    refused(foreign, 403, "LICENSE_KEY_NOT_FOUND")
+    unknown_instance = await call(ent_stack, "deactivate", license_key=key, license_key_instance_id="lki_nope")
+    refused(unknown_instance, 403, "LICENSE_KEY_NOT_FOUND")
     assert (await call(ent_stack, "validate", license_key=key,
                        license_key_instance_id=other["id"])).json()["valid"] is False
     assert (await call(ent_stack, "validate", license_key=other_key,
@@ -104,8 +114,8 @@ async def test_revoked_key_is_invalid_and_refuses_activation(ent_stack: Stack) -
     assert (validated["valid"], validated["status"]) == (False, "revoked")
     assert (await call(ent_stack, "validate", license_key=key,
                        license_key_instance_id=instance["id"])).json()["valid"] is False
-    refused = await call(ent_stack, "activate", license_key=key, name="Desktop")
-    assert (refused.status_code, refused.json()) == (403, {"error": "license key is revoked"})
+    refusal = await call(ent_stack, "activate", license_key=key, name="Desktop")
+    refused(refusal, 403, "INACTIVE_LICENSE_KEY", "license key is revoked")
     # A machine can still be let go (it frees nothing useful, but the app's uninstall works).
     assert (await call(ent_stack, "deactivate", license_key=key,
                        license_key_instance_id=instance["id"])).status_code == 200
@@ -117,8 +127,8 @@ async def test_expired_key_is_invalid(ent_stack: Stack) -> None:
         await session.execute(update(GrantRow).where(GrantRow.id == grant["id"])
                               .values(expires_at=utcnow() - timedelta(minutes=1)))
     assert (await call(ent_stack, "validate", license_key=key)).json()["valid"] is False
-    refused = await call(ent_stack, "activate", license_key=key, name="Laptop")
-    assert (refused.status_code, refused.json()) == (403, {"error": "license key has expired"})
+    refusal = await call(ent_stack, "activate", license_key=key, name="Laptop")
+    refused(refusal, 403, "INACTIVE_LICENSE_KEY", "license key has expired")
 
 
 async def test_concurrent_activations_never_exceed_the_limit(ent_stack: Stack) -> None:
@@ -126,6 +136,9 @@ async def test_concurrent_activations_never_exceed_the_limit(ent_stack: Stack) -
     answers = await asyncio.gather(*(call(ent_stack, "activate", license_key=key, name=f"machine {i}")
                                      for i in range(8)))
     assert sorted(r.status_code for r in answers) == [201, 201] + [422] * 6
+    for answer in answers:
+        if answer.status_code == 422:
+            refused(answer, 422, "LICENSE_KEY_LIMIT_REACHED")
     listed = next(g for g in await entitlements(ent_stack, payment_id="pay_lic") if g["kind"] == "license_key")
     assert listed["license_key"]["activations"] == 2
 
@@ -133,13 +146,15 @@ async def test_concurrent_activations_never_exceed_the_limit(ent_stack: Stack) -
 async def test_malformed_requests_are_422(ent_stack: Stack) -> None:
     url = f"{ent_stack.base_url}/v1/licenses"
     not_json = await ent_stack.http.post(f"{url}/validate", content=b"license_key=x")
-    assert (not_json.status_code, not_json.json()) == (422, {"error": "the body is not JSON"})
+    refused(not_json, 422, "INVALID_REQUEST_BODY", "the body is not JSON")
     no_name = await ent_stack.http.post(f"{url}/activate", json={"license_key": "ACME-AAAA"})
-    assert (no_name.status_code, no_name.json()) == (422, {"error": "name must be a non-empty string"})
+    refused(no_name, 422, "INVALID_REQUEST_BODY", "name must be a non-empty string")
     listed = await ent_stack.http.post(f"{url}/deactivate", json=["ACME-AAAA"])
-    assert listed.status_code == 422
+    refused(listed, 422, "INVALID_REQUEST_BODY", "the body is not a JSON object")
+    no_instance = await ent_stack.http.post(f"{url}/deactivate", json={"license_key": "ACME-AAAA"})
+    refused(no_instance, 422, "INVALID_REQUEST_BODY", "license_key_instance_id must be a non-empty string")
     huge = await ent_stack.http.post(f"{url}/validate", json={"license_key": "A" * 20_000})
-    assert huge.status_code == 413
+    refused(huge, 413, "PAYLOAD_TOO_LARGE")
 
 
 async def test_dodos_own_sdk_works_against_these_endpoints(ent_stack: Stack) -> None:
@@ -151,11 +166,12 @@ async def test_dodos_own_sdk_works_against_these_endpoints(ent_stack: Stack) -> 
     try:
         instance = await client.licenses.activate(license_key=key, name="Laptop")
         assert (instance.name, instance.license_key_id, instance.product.product_id) == ("Laptop", grant["id"], PRODUCT)
-        assert instance.customer.email == EMAIL
+        assert (instance.customer.email, instance.customer.name) == (EMAIL, "Test Buyer")
         assert (await client.licenses.validate(license_key=key, license_key_instance_id=instance.id)).valid
         await client.licenses.activate(license_key=key, name="Desktop")
-        with pytest.raises(UnprocessableEntityError):
+        with pytest.raises(UnprocessableEntityError) as limit:
             await client.licenses.activate(license_key=key, name="Third")
+        assert isinstance(limit.value.body, dict) and limit.value.body["code"] == "LICENSE_KEY_LIMIT_REACHED"
         await client.licenses.deactivate(license_key=key, license_key_instance_id=instance.id)
         assert not (await client.licenses.validate(license_key=key, license_key_instance_id=instance.id)).valid
     finally:
@@ -167,8 +183,8 @@ async def test_store_unreachable_is_503(stack_factory: Any) -> None:
     stack: Stack = await stack_factory(worker=False, DATABASE_URL="postgresql+asyncpg://nobody@127.0.0.1:9/none")
     for action, body in (("validate", {}), ("activate", {"name": "Laptop"}),
                          ("deactivate", {"license_key_instance_id": "lki_x"})):
-        response = await call(stack, action, license_key="ACME-AAAA-BBBB", **body)
-        assert (response.status_code, response.json()) == (503, {"error": "store unavailable"})
+        refused(await call(stack, action, license_key="ACME-AAAA-BBBB", **body), 503, "STORE_UNAVAILABLE",
+                "store unavailable")
     response = await stack.http.get(f"{stack.base_url}/v1/downloads/"
                                     f"{tokens.make_token(tokens.signing_key(stack.settings) or b'', 'grt_x', 60)}")
     assert (response.status_code, response.json()) == (503, {"error": "store unavailable"})

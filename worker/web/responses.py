@@ -1,4 +1,5 @@
-"""JSON responses shaped as DESIGN.md promises: `{"status": ...}` or `{"error": ...}`."""
+"""JSON responses shaped as DESIGN.md promises: `{"status": ...}` or `{"error": ...}`; the licence
+routes answer Dodo's `{"code": ..., "message": ...}` too (`coded_error`)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,12 @@ def json_response(payload: Any, status_code: int = 200, headers: dict[str, str] 
 
 def error(status_code: int, message: str, **extra: Any) -> Response[bytes]:
     return json_response({"error": message, **extra}, status_code)
+
+
+def coded_error(status_code: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response[bytes]:
+    """Dodo's error shape `{"code": "NOT_FOUND", "message": "..."}`, with `"error"` (the same
+    message) beside them for clients of the `{"error": ...}` shape."""
+    return json_response({"code": code, "message": message, "error": message}, status_code, headers)
 
 
 def store_unavailable(_request: Any, exc: Exception) -> Response[bytes]:
