@@ -11,6 +11,7 @@ from typing import Any
 
 import pydantic
 import pytest
+from dodopayments.types import WebhookEventType
 from dodopayments.types.unwrap_webhook_event import UnwrapWebhookEvent
 
 from worker import Context, Event
@@ -39,6 +40,10 @@ def test_the_sdk_union_is_read() -> None:
     assert {"payment.succeeded", "payout.success", "credit.added", "entitlement_grant.revoked"} <= set(SDK_TYPES)
 
 
+def test_the_union_agrees_with_the_sdks_list_of_types() -> None:
+    assert set(SDK_TYPES) == set(typing.get_args(WebhookEventType))
+
+
 def test_every_sdk_type_has_a_sample_and_every_sample_a_type() -> None:
     samples = set(sample_types())
     assert sorted(set(SDK_TYPES) - samples) == [], "SDK event types with no sample in worker/samples/"
@@ -55,6 +60,25 @@ def test_sample_validates_against_the_sdk_model(event_type: str) -> None:
 
 
 @pytest.mark.parametrize("event_type", SDK_TYPES)
+def test_the_sdk_check_fails_a_sample_missing_a_required_field(event_type: str) -> None:
+    """The check above is strict: drop any field the SDK requires of `data` and it fails."""
+    required = [name for name, field in _data_model(event_type).model_fields.items() if field.is_required()]
+    assert required
+    for name in required:
+        sample = load_sample(event_type)
+        del sample["data"][name]
+        with pytest.raises(pydantic.ValidationError):
+            ADAPTER.validate_python(sample)
+
+
+def _data_model(event_type: str) -> type[pydantic.BaseModel]:
+    """The SDK's model of `data` for `event_type` (the first, where `data` is a union)."""
+    annotation = SDK_MODELS[event_type].model_fields["data"].annotation
+    models = [annotation, *typing.get_args(annotation)]
+    return next(m for m in models if isinstance(m, type) and issubclass(m, pydantic.BaseModel))
+
+
+@pytest.mark.parametrize("event_type", SDK_TYPES)
 def test_sample_gets_a_typed_payload(event_type: str) -> None:
     data = load_sample(event_type)["data"]
     payload = parse_payload(event_type, data)
@@ -68,6 +92,19 @@ def test_a_payload_that_misfits_its_model_falls_back_to_the_untyped_one() -> Non
     payload = parse_payload("payout.success", {"payout_id": ["not", "a", "string"], "amount": 5})
     assert type(payload) is Payload
     assert payload.get("amount") == 5
+
+
+ODD_DATA: list[Any] = [None, "text", 7, [1, 2], {}, {"customer": "cus_1", "created_at": "yesterday"},
+                      {"product_cart": [1], "license_key": [], "metadata": "none", "amount": {"v": 1}}]
+
+
+@pytest.mark.parametrize("family", sorted(PAYLOAD_MODELS))
+@pytest.mark.parametrize("data", ODD_DATA)
+def test_odd_data_never_raises(family: str, data: Any) -> None:
+    event = Event.from_envelope("msg_odd", {"type": f"{family}.anything", "data": data})
+    assert isinstance(event.data, Payload)
+    if isinstance(data, dict):
+        assert {key: event.data.get(key) for key in data} == data
 
 
 def test_object_ids_of_the_new_families() -> None:
