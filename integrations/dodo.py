@@ -188,10 +188,11 @@ def retry_after(headers: Mapping[str, str]) -> float:
 
 
 # Dodo's public licence endpoints ---------------------------------------------------------------
-# They sit in the request path of a customer's app: a short timeout and one retry (a dropped
-# keep-alive connection), then our own fallback (see worker/entitlements/licenses.py).
+# They sit in the request path of a customer's app: a short timeout and no SDK retries (the
+# SDK's back-off would keep the app waiting), then our own fallback (see
+# worker/entitlements/licenses.py); the app retries as after any failure.
 LICENSE_TIMEOUT = httpx.Timeout(4.0, connect=2.0)
-LICENSE_MAX_RETRIES = 1
+LICENSE_MAX_RETRIES = 0
 # `/licenses/*` need no API key (the spec gives them no security; Dodo's docs call them public),
 # but the SDK will not start without a bearer token: it gets a placeholder, and every licence
 # call drops the Authorization header, so the merchant's key never travels with them.
