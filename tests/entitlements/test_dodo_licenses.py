@@ -193,7 +193,7 @@ async def _check_unreachable(stack: Stack, instance_id: str) -> None:
                                 "dodo_unreachable": True}
     for action, body in (("activate", {"name": "Desktop"}), ("deactivate", {"license_key_instance_id": instance_id})):
         answer = await call(stack, action, license_key=KEY, **body)
-        refused(answer, 503, "DODO_UNREACHABLE")
+        refused(answer, 503, "DODO_UNAVAILABLE")
         assert answer.headers["retry-after"] == "5"
         assert action in answer.json()["message"]
 

@@ -19,7 +19,7 @@ When Dodo cannot be reached (connection error, timeout, 429 or 5xx):
 - validate answers from the last known local state, saying so (`"source": "local"`,
   `"dodo_unreachable": true`): an app validates on every start, and an outage at Dodo must not
   lock paying customers out. That state is what Dodo last answered plus our own revocations.
-- activate and deactivate answer 503 `DODO_UNREACHABLE`: done here alone they would give or free
+- activate and deactivate answer 503 `DODO_UNAVAILABLE`: done here alone they would give or free
   a seat Dodo knows nothing of, so the two counts would drift, and an instance id Dodo never
   issued could never be deactivated there. The app tries again later, as after any failure.
 
@@ -56,7 +56,7 @@ INACTIVE = "INACTIVE_LICENSE_KEY"  # 403: "Key status != ACTIVE" (revoked, suspe
 LIMIT_REACHED = "LICENSE_KEY_LIMIT_REACHED"  # 422: "Activations = limit"
 INSTANCE_NOT_FOUND = "LICENSE_KEY_NOT_FOUND"  # 403: "instance not found or does not belong to this key"
 INVALID_BODY = "INVALID_REQUEST_BODY"  # 422: "Malformed JSON or schema violation"
-DODO_UNREACHABLE = "DODO_UNREACHABLE"  # ours, 503: Dodo did not answer an activate or deactivate
+DODO_UNAVAILABLE = "DODO_UNAVAILABLE"  # ours, 503: Dodo did not answer an activate or deactivate
 # A refusal of Dodo's without a code gets the one its spec's status means on that route.
 _DODO_CODES = {("activate", 403): INACTIVE, ("activate", 404): NOT_FOUND, ("activate", 422): LIMIT_REACHED,
                ("deactivate", 403): INSTANCE_NOT_FOUND, ("deactivate", 404): NOT_FOUND,
@@ -206,7 +206,7 @@ def _passed_on(action: str, exc: DodoRefused) -> LicenseError:
 
 def _unreachable(action: str, exc: DodoUnreachable) -> LicenseError:
     log.warning("Dodo licence %s: %s; answering 503", action, exc.reason)
-    return LicenseError(503, DODO_UNREACHABLE,
+    return LicenseError(503, DODO_UNAVAILABLE,
                         f"Dodo Payments could not be reached to {action} this Dodo-issued key; try again later")
 
 

@@ -14,7 +14,7 @@ token; the licence key itself is the credential. Shapes and status codes follow 
 Refusals are Dodo's `{"code": "...", "message": "..."}` plus `"error"` (the same message, for
 older clients): 404 NOT_FOUND, 403 INACTIVE_LICENSE_KEY, 422 LICENSE_KEY_LIMIT_REACHED, 403
 LICENSE_KEY_NOT_FOUND (instance), 422 INVALID_REQUEST_BODY (malformed body, as Dodo answers),
-and ours where Dodo has none: 413 PAYLOAD_TOO_LARGE, 503 STORE_UNAVAILABLE, 503 DODO_UNREACHABLE
+and ours where Dodo has none: 413 PAYLOAD_TOO_LARGE, 503 STORE_UNAVAILABLE, 503 DODO_UNAVAILABLE
 (a Dodo-issued key's activate or deactivate while Dodo cannot be reached; `Retry-After` set).
 For a Dodo-issued key, Dodo's own refusal is passed on with its status, code and message.
 (worker/entitlements/licenses.py says which keys go to Dodo and why.)
@@ -37,13 +37,13 @@ from litestar.types import ExceptionHandlersMap
 from sqlalchemy.exc import SQLAlchemyError
 
 from integrations.dodo import DodoLicenses, create_license_client
-from worker.entitlements.licenses import DODO_UNREACHABLE, INVALID_BODY, LicenseError, Licenses
+from worker.entitlements.licenses import DODO_UNAVAILABLE, INVALID_BODY, LicenseError, Licenses
 from worker.web.responses import coded_error, json_response
 
 MAX_BODY_BYTES = 16 * 1024
 MAX_FIELD_CHARS = 255
 DODO_LICENSES = "dodo_licenses"  # the runtime resource: one SDK client a process, closed with it
-RETRY_AFTER = "5"  # seconds, on 503 DODO_UNREACHABLE
+RETRY_AFTER = "5"  # seconds, on 503 DODO_UNAVAILABLE
 log = logging.getLogger("dodo_worker.web")
 
 
@@ -73,7 +73,7 @@ async def _body(request: Request[Any, Any, Any]) -> dict[str, Any]:
 
 
 def refusal(exc: LicenseError) -> Response[bytes]:
-    headers = {"Retry-After": RETRY_AFTER} if exc.code == DODO_UNREACHABLE else None
+    headers = {"Retry-After": RETRY_AFTER} if exc.code == DODO_UNAVAILABLE else None
     return coded_error(exc.status, exc.code, exc.message, headers)
 
 
