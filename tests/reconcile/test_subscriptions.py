@@ -125,3 +125,8 @@ async def test_a_granted_subscription_dodo_does_not_know_is_reported_not_found(
     messages = [r.getMessage() for r in caplog.records]
     assert any(sub["subscription_id"] in m and "Dodo does not know it (404)" in m for m in messages)
     assert not any("although" in m for m in messages)
+    # Still true at the next scan: reported again, one fetch each time, grants still untouched.
+    again = await dodo.reconcile(stack)
+    assert [gone["id"] for gone in again["not_found"]] == [sub["subscription_id"]]
+    assert dodo.fake.count("/subscriptions/" + sub["subscription_id"], 404) == 2
+    assert await grants_by_payment(stack) == {sub["subscription_id"]: ["active"]}
