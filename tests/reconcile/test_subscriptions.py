@@ -130,3 +130,7 @@ async def test_a_granted_subscription_dodo_does_not_know_is_reported_not_found(
     assert [gone["id"] for gone in again["not_found"]] == [sub["subscription_id"]]
     assert dodo.fake.count("/subscriptions/" + sub["subscription_id"], 404) == 2
     assert await grants_by_payment(stack) == {sub["subscription_id"]: ["active"]}
+    # The human summary says the same, not "listed by the API".
+    code, _, err = await stack.cli("reconcile", env=dodo.env)
+    assert code == 0, err
+    assert f"{sub['subscription_id']}: granted here, but Dodo does not know it (404)" in " ".join(err.split())

@@ -144,7 +144,8 @@ def _print_summary(result: dict[str, Any]) -> None:
                       f"run `dodo-worker events replay {dead['event_id']}` once its handler is fixed[/yellow]",
                       highlight=False)
     for gone in result["not_found"]:
-        console.print(f"[yellow]{gone['kind']} {gone['id']}: listed by the API but not found when fetched; "
-                      "skipped[/yellow]", highlight=False)
+        why = gone.get("why", "listed, but 404 when fetched")
+        console.print(f"[yellow]{gone['kind']} {gone['id']}: {why} (404); left as it is[/yellow]",
+                      highlight=False)
     if result["not_enqueued"]:
         console.print("Redis unreachable: the worker's sweeper will queue the repaired events.")
