@@ -1,4 +1,4 @@
-"""Settings: DESIGN.md's names, `.env`, and one clear line when something is wrong."""
+"""Settings: the names the README documents, `.env`, and one clear line when something is wrong."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Settings from the environment and `.env`, with the names DESIGN.md promises.
+"""Settings from the environment and `.env`, with the names the README documents.
 
 Secrets are `SecretStr` so they never show up in a repr, a log line or an error.
 """
@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     HOOKS_SIGNING_KEY: SecretStr | None = None
     HOOKS_ALLOW_PRIVATE_NETWORKS: bool = False
 
-    # Advanced knobs, not in DESIGN.md's table; defaults suit most deployments.
+    # Advanced knobs (the README's "Advanced, rarely needed" line, docs/operations.md); defaults suit most deployments.
     HOST: str = "0.0.0.0"  # noqa: S104 - a web process listens on every interface by default
     WEBHOOK_MAX_BYTES: int = Field(default=256 * 1024, ge=1024)
     # A client that has sent its headers must send the whole body within this time (slow bodies

@@ -1,4 +1,4 @@
-"""A grant as the read API, the CLI and hook payloads show it (DESIGN.md's shape)."""
+"""A grant as the read API, the CLI and hook payloads show it (the shape the README documents)."""
 
 from __future__ import annotations
 

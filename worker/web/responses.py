@@ -1,4 +1,4 @@
-"""JSON responses shaped as DESIGN.md promises: `{"status": ...}` or `{"error": ...}`; the licence
+"""JSON responses shaped as the README documents: `{"status": ...}` or `{"error": ...}`; the licence
 routes answer Dodo's `{"code": ..., "message": ...}` too (`coded_error`)."""
 
 from __future__ import annotations
