@@ -61,11 +61,9 @@ DODO_UNAVAILABLE = "DODO_UNAVAILABLE"  # ours, 503: Dodo did not answer an activ
 _DODO_CODES = {("activate", 403): INACTIVE, ("activate", 404): NOT_FOUND, ("activate", 422): LIMIT_REACHED,
                ("deactivate", 403): INSTANCE_NOT_FOUND, ("deactivate", 404): NOT_FOUND,
                ("validate", 422): INVALID_BODY}
-# Webhooks whose payload names the customer (`data.customer`), by the object they are about.
-_PAYMENT_EVENTS = ("payment.succeeded", "payment.processing", "payment.failed", "payment.cancelled")
-_SUBSCRIPTION_EVENTS = ("subscription.active", "subscription.renewed", "subscription.updated",
-                        "subscription.plan_changed", "subscription.on_hold", "subscription.cancelled",
-                        "subscription.expired", "subscription.failed")
+# Webhooks whose payload names the customer (`data.customer`): every payment.* and
+# subscription.* type, matched by family so a type the SDK adds is read too.
+_PAYMENT_EVENTS, _SUBSCRIPTION_EVENTS = "payment.%", "subscription.%"
 
 
 class LicenseError(Exception):
@@ -180,8 +178,8 @@ async def _from_grants(session: AsyncSession, grant: GrantRow) -> list[tuple[str
 
 
 async def _from_events(session: AsyncSession, grant: GrantRow) -> list[tuple[str | None, str | None]]:
-    about = [and_(EventRow.type.in_(types), EventRow.object_id == object_id)
-             for types, object_id in ((_PAYMENT_EVENTS, grant.payment_id),
+    about = [and_(EventRow.type.like(family), EventRow.object_id == object_id)
+             for family, object_id in ((_PAYMENT_EVENTS, grant.payment_id),
                                       (_SUBSCRIPTION_EVENTS, grant.subscription_id)) if object_id]
     if not about:
         return []
