@@ -11,6 +11,10 @@ are claimed together in one transaction, and their handlers registered with
 `@on(..., batched=True)` (the built-in entitlement handlers) run in one more, with one commit.
 If one of those raises, that transaction is rolled back and each event's batched handlers run
 again on their own. Other handlers run afterwards in their own transactions, concurrently.
+
+Every attempt that ends also adds a row to `handler_attempts`, in the transaction that records
+it (a batch's in one INSERT): the run's history, which retries and replays add to and never
+erase. An attempt cut short by a dead worker is added by the next claim, as `interrupted`.
 An arq job carries one event or many (`process_events`); the claim's lease keeps two jobs off one
 event (`_claim_rows`).
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -37,10 +42,11 @@ from worker.logs import EventLogger, event_logger
 from worker.registry import RESOURCES, Handler
 from worker.retry import backoff_seconds
 from worker.runtime import Runtime
-from worker.store import EventRow, EventSource, EventStatus, HandlerRunRow, RunStatus
-from worker.store.models import utcnow
+from worker.store import EventRow, EventSource, EventStatus, HandlerRunRow, RunStatus, inbox
+from worker.store.models import INTERRUPTED_ERROR, AttemptStatus, HandlerAttemptRow, utcnow
 
 MAX_ERROR_CHARS = 4000
+MAX_MESSAGE_CHARS = 1000  # of the exception's own line(s), within MAX_ERROR_CHARS
 
 log = logging.getLogger("dodo_worker.dispatch")
 
@@ -336,6 +342,7 @@ async def _claim_rows(runtime: Runtime, session: AsyncSession,
     event_updates: list[dict[str, Any]] = []
     run_inserts: list[dict[str, Any]] = []
     run_updates: list[dict[str, Any]] = []
+    interrupted: list[dict[str, Any]] = []
     for event_id, row in live.items():
         first_attempt = row["attempts"] == 0
         update = {"b_id": event_id, "attempts": row["attempts"] + 1, "updated_at": now,
@@ -357,6 +364,8 @@ async def _claim_rows(runtime: Runtime, session: AsyncSession,
         crashed_out = [h for h in owed if h.name in done and done[h.name]["attempts"] >= max_attempts]
         to_run = [h for h in owed if h not in crashed_out]
         earlier_dead = any(run["status"] == RunStatus.DEAD for run in done.values())
+        interrupted += [_interrupted(event_id, done[h.name]) for h in owed
+                        if h.name in done and done[h.name]["status"] == RunStatus.RUNNING]
         attempts: dict[str, int] = {}
         for handler in to_run:
             existing = done.get(handler.name)
@@ -380,7 +389,16 @@ async def _claim_rows(runtime: Runtime, session: AsyncSession,
         await session.execute(_RUN_INSERT, run_inserts)
     if run_updates:
         await session.execute(_RUN_UPDATE_BY_ID, run_updates)
+    if interrupted:
+        await session.execute(_ATTEMPT_INSERT, interrupted)
     return claims, lease_until
+
+
+def _interrupted(event_id: str, run: Any) -> dict[str, Any]:
+    """The attempt that a run still marked `running` stands for: its worker stopped during it."""
+    return {"event_id": event_id, "handler": run["handler"], "attempt": run["attempts"],
+            "status": AttemptStatus.INTERRUPTED, "started_at": run["started_at"], "duration_ms": None,
+            "error": INTERRUPTED_ERROR, "note": None}
 
 
 def _claimed(row: Any, last_error: str | None) -> _Claimed:
@@ -427,22 +445,27 @@ async def _run_batch(runtime: Runtime, connection: AsyncConnection, items: list[
     try:
         async with _session(runtime, connection) as session, session.begin():
             run_updates: list[dict[str, Any]] = []
+            attempts: list[dict[str, Any]] = []
             settled: list[dict[str, Any]] = []
             timings: list[tuple[str, float]] = []
             session.info[RESOURCES] = runtime.resources
             await _prepare(session, items)
             for item in items:
                 for handler in item.handlers:
-                    started = time.perf_counter()
-                    context = _context(runtime, session, item.event, handler, item.attempts[handler.name])
+                    started_at, started = utcnow(), time.perf_counter()
+                    attempt = item.attempts[handler.name]
+                    context = _context(runtime, session, item.event, handler, attempt)
                     async with asyncio.timeout(runtime.settings.JOB_TIMEOUT_SECONDS):
                         await handler.func(item.event, context)
                     elapsed = time.perf_counter() - started
                     run_updates.append(_run_succeeded(item.event.id, handler, elapsed))
+                    attempts.append(_attempt(item.event.id, handler, attempt, AttemptStatus.SUCCEEDED, started_at,
+                                             elapsed, note=inbox.take_notes(session, item.event.id)))
                     timings.append((handler.name, elapsed))
                 if item.settle:
                     settled.append({"b_id": item.event.id, **_settled_values(EventStatus.PROCESSED)})
             await session.execute(_RUN_UPDATE, run_updates)
+            await session.execute(_ATTEMPT_INSERT, attempts)
             if settled:
                 await session.execute(_EVENT_UPDATE, settled)
     except Exception as exc:  # a handler may raise anything; each event then runs on its own
@@ -453,6 +476,8 @@ async def _run_batch(runtime: Runtime, connection: AsyncConnection, items: list[
         return
     for name, elapsed in timings:
         runtime.metrics.observe("dodo_handler_duration_seconds", elapsed, handler=name)
+    for row in attempts:
+        _log_note(row)
     for item in items:
         item.result.settled = item.settle
 
@@ -499,8 +524,33 @@ def _context(runtime: Runtime, session: AsyncSession, event: Event, handler: Han
                    event_id=event.id, handler=handler.name, attempt=attempt, resources=runtime.resources)
 
 
+# What a database error says beyond its type and message: the statement, its parameters and
+# PostgreSQL's DETAIL (which quotes key values). Never stored nor logged: they may hold
+# customers' data or secrets.
+_SQL_DETAIL = re.compile(r"\[SQL: .*?\](?=\n|$)|\[parameters: [^\n]*|^DETAIL: [^\n]*\n?", re.S | re.M)
+
+
+def _scrub(text: str) -> str:
+    return re.sub(r"\n{2,}(?=\(Background)", "\n", _SQL_DETAIL.sub("", text))
+
+
 def _error_text(exc: BaseException) -> str:
-    return "".join(traceback.format_exception_only(type(exc), exc)).strip() or type(exc).__name__
+    """The exception's type and message (its last line is what the logs show)."""
+    text = _scrub("".join(traceback.format_exception_only(type(exc), exc))).strip() or type(exc).__name__
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS - 1] + "…"
+
+
+def error_record(exc: BaseException) -> str:
+    """What is stored of a handler's error: the traceback (its innermost part, when long) and the
+    exception's type and message, within MAX_ERROR_CHARS, without SQL or its parameters."""
+    lines = list(traceback.TracebackException.from_exception(exc).format())
+    only = list(traceback.format_exception_only(type(exc), exc))
+    body = _scrub("".join(lines[:len(lines) - len(only)]))
+    message = _error_text(exc)
+    room = MAX_ERROR_CHARS - len(message) - 2
+    if len(body) > room:
+        body = "…" + body[len(body) - room + 1:]
+    return body + message
 
 
 def _run_succeeded(event_id: str, handler: Handler, elapsed: float) -> dict[str, Any]:
@@ -508,12 +558,25 @@ def _run_succeeded(event_id: str, handler: Handler, elapsed: float) -> dict[str,
             "duration_ms": elapsed * 1000, "finished_at": utcnow(), "last_error": None}
 
 
-def _run_failed(runtime: Runtime, event_id: str, handler: Handler, attempt: int, elapsed: float) -> dict[str, Any]:
-    """The run's record after a failure (call it in the `except` block: it keeps the traceback)."""
+def _run_failed(runtime: Runtime, event_id: str, handler: Handler, attempt: int, elapsed: float,
+                error: str) -> dict[str, Any]:
+    """The run's record after a failure."""
     status = RunStatus.DEAD if attempt >= runtime.settings.MAX_ATTEMPTS else RunStatus.FAILED
     return {"b_event_id": event_id, "b_handler": handler.name, "status": status,
-            "duration_ms": elapsed * 1000, "finished_at": utcnow(),
-            "last_error": traceback.format_exc()[-MAX_ERROR_CHARS:]}
+            "duration_ms": elapsed * 1000, "finished_at": utcnow(), "last_error": error}
+
+
+def _attempt(event_id: str, handler: Handler, attempt: int, status: str, started_at: datetime, elapsed: float,
+             *, error: str | None = None, note: str | None = None) -> dict[str, Any]:
+    """A `handler_attempts` row."""
+    return {"event_id": event_id, "handler": handler.name, "attempt": attempt, "status": status,
+            "started_at": started_at, "duration_ms": elapsed * 1000, "error": error, "note": note}
+
+
+def _log_note(attempt: dict[str, Any]) -> None:
+    """Log what a committed attempt noted (a stale event it skipped): once, as the event shows it."""
+    if attempt["note"]:
+        event_logger(attempt["event_id"], attempt["handler"]).info("%s", attempt["note"])
 
 
 async def _run_handler(runtime: Runtime, event: Event, handler: Handler, attempt: int, *,
@@ -521,7 +584,7 @@ async def _run_handler(runtime: Runtime, event: Event, handler: Handler, attempt
     """Run one handler in its own transaction; None on success, else the error text (recorded on
     the run). With `settle`, its success also marks the event `processed`, in the same transaction.
     `connection`: one to use instead of a new one from the pool."""
-    started = time.perf_counter()
+    started_at, started = utcnow(), time.perf_counter()
     error: str | None = None
     try:
         async with _session(runtime, connection) as session, session.begin():
@@ -530,16 +593,23 @@ async def _run_handler(runtime: Runtime, event: Event, handler: Handler, attempt
             async with asyncio.timeout(runtime.settings.JOB_TIMEOUT_SECONDS):
                 await handler.func(event, _context(runtime, session, event, handler, attempt))
             elapsed = time.perf_counter() - started
+            done = _attempt(event.id, handler, attempt, AttemptStatus.SUCCEEDED, started_at, elapsed,
+                            note=inbox.take_notes(session, event.id))
             await session.execute(_RUN_UPDATE, _run_succeeded(event.id, handler, elapsed))
+            await session.execute(_ATTEMPT_INSERT, done)
             if settle:
                 await session.execute(_EVENT_UPDATE, {"b_id": event.id,
                                                         **_settled_values(EventStatus.PROCESSED)})
+        _log_note(done)
     except Exception as exc:  # a handler may raise anything; it is recorded and retried
         error = _error_text(exc)
         elapsed = time.perf_counter() - started
-        failed = _run_failed(runtime, event.id, handler, attempt, elapsed)
+        record = error_record(exc)
+        failed = _run_failed(runtime, event.id, handler, attempt, elapsed, record)
         async with _session(runtime, connection) as session, session.begin():
             await session.execute(_RUN_UPDATE, failed)
+            await session.execute(_ATTEMPT_INSERT, _attempt(event.id, handler, attempt, failed["status"],
+                                                            started_at, elapsed, error=record))
     runtime.metrics.observe("dodo_handler_duration_seconds", elapsed, handler=handler.name)
     return error
 
@@ -551,6 +621,8 @@ _RUN_UPDATE = update(_RUNS).where(_RUNS.c.event_id == bindparam("b_event_id"),
                                   _RUNS.c.handler == bindparam("b_handler"))
 _RUN_UPDATE_BY_ID = update(_RUNS).where(_RUNS.c.id == bindparam("b_run_id"))
 _RUN_INSERT = insert(_RUNS)
+_ATTEMPTS: Any = HandlerAttemptRow.__table__
+_ATTEMPT_INSERT = insert(_ATTEMPTS)
 _RUNS_SELECT = select(_RUNS).where(_RUNS.c.event_id.in_(bindparam("ids", expanding=True)))
 _EVENTS: Any = EventRow.__table__
 _EVENT_UPDATE = update(_EVENTS).where(_EVENTS.c.id == bindparam("b_id"))

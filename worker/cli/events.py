@@ -5,41 +5,29 @@ from __future__ import annotations
 from typing import Any
 
 import typer
+from rich import box
 from rich.table import Table
 
 from worker import queue
 from worker.cli.common import console, fail, print_json, run, settings_or_exit
 from worker.settings import Settings
-from worker.store import Database, EventRow, EventStatus, HandlerRunRow, inbox
+from worker.store import Database, EventRow, EventStatus, inbox
+from worker.store.inbox import event_summary
 
 app = typer.Typer(help="Inspect and replay events.", no_args_is_help=True)
 
+__all__ = ["app", "event_summary", "replay"]
 
-def event_summary(row: EventRow) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "type": row.type,
-        "status": row.status,
-        "source": row.source,
-        "attempts": row.attempts,
-        "object_id": row.object_id,
-        "received_at": row.received_at.isoformat(),
-        "updated_at": row.updated_at.isoformat(),
-        "processed_at": row.processed_at.isoformat() if row.processed_at else None,
-        "next_attempt_at": row.next_attempt_at.isoformat() if row.next_attempt_at else None,
-        "last_error": row.last_error,
-    }
+ID_HELP = "The event id (the webhook-id header), or enough of its start to name one event."
 
 
-def run_summary(run_row: HandlerRunRow) -> dict[str, Any]:
-    return {
-        "name": run_row.handler,
-        "status": run_row.status,
-        "attempts": run_row.attempts,
-        "error": run_row.last_error,
-        "duration_ms": round(run_row.duration_ms, 3) if run_row.duration_ms is not None else None,
-        "idempotency_key": f"{run_row.event_id}:{run_row.handler}",
-    }
+def _flag(name: str, help_text: str) -> Any:
+    """An on/off option shown as a flag (typer would print `<bool>` after it, as if it took a value)."""
+    return typer.Option(False, name, help=help_text, metavar="")
+
+
+def _json_flag() -> Any:
+    return _flag("--json", "Print JSON on stdout and nothing else.")
 
 
 async def _list(settings: Settings, status: str | None, event_type: str | None, limit: int) -> list[EventRow]:
@@ -53,12 +41,14 @@ async def _list(settings: Settings, status: str | None, event_type: str | None, 
 
 @app.command("list")
 def list_command(
-    status: str | None = typer.Option(None, "--status", help=f"One of: {', '.join(EventStatus.ALL)}."),
-    event_type: str | None = typer.Option(None, "--type", help="An event type, or a prefix like 'refund.*'."),
-    limit: int = typer.Option(100, "--limit", min=1, max=10_000),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout and nothing else."),
+    status: str | None = typer.Option(None, "--status", metavar="STATUS",
+                                      help=f"Only events in this status: {', '.join(EventStatus.ALL)}."),
+    event_type: str | None = typer.Option(None, "--type", metavar="TYPE",
+                                          help="Only this event type, or a family like 'refund.*'."),
+    limit: int = typer.Option(100, "--limit", min=1, max=10_000, metavar="N", help="At most N events."),
+    as_json: bool = _json_flag(),
 ) -> None:
-    """Events, newest first."""
+    """Events, newest first (full ids: `events show` and `events replay` take them, or their start)."""
     if status is not None and status not in EventStatus.ALL:
         fail(f"--status must be one of {', '.join(EventStatus.ALL)}")
     settings = settings_or_exit()
@@ -66,45 +56,99 @@ def list_command(
     if as_json:
         print_json([event_summary(r) for r in rows])
         return
-    table = Table("id", "type", "status", "source", "attempts", "received_at")
+    if not rows:
+        console.print("no events", highlight=False)
+        return
+    _print_rows(rows)
+
+
+def _received(row: EventRow) -> str:
+    return row.received_at.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _print_rows(rows: list[EventRow]) -> None:
+    """One line per event when the ids and types fit the terminal, else two (the id alone on the
+    first): an id is never cut, so that it can be copied into `events show`."""
+    id_width = max(len(r.id) for r in rows)
+    type_width = max(len(r.type) for r in rows)
+    status_width = max(len(r.status) for r in rows)
+    # Columns separated by two spaces: id, type, status, attempts (3), received (19).
+    if id_width + type_width + status_width + 3 + 19 + 4 * 2 <= console.width:
+        table = Table("id", "type", "status", "att", "received (UTC)", box=box.SIMPLE_HEAD, pad_edge=False,
+                      padding=(0, 1), show_edge=False)
+        for r in rows:
+            table.add_row(r.id, r.type, r.status, str(r.attempts), _received(r))
+        for column in table.columns:
+            column.no_wrap = True
+        console.print(table)
+        return
     for r in rows:
-        table.add_row(r.id, r.type, r.status, r.source, str(r.attempts), r.received_at.isoformat(timespec="seconds"))
-    console.print(table)
+        console.print(r.id, highlight=False, soft_wrap=True)
+        console.print(f"  {r.status:<{status_width}}  {_received(r)}  {r.attempts} att  {r.type}",
+                      highlight=False, soft_wrap=True)
 
 
-async def _show(settings: Settings, event_id: str) -> dict[str, Any] | None:
+async def _resolve(db: Database, text: str) -> str:
+    """The full id of the one event `text` is the id or the start of the id of; else one line and
+    exit 1 (none) or 2 (several)."""
+    async with db.sessions() as session:
+        match = await inbox.match_event_id(session, text)
+    if match.count == 1:
+        return match.ids[0]
+    if match.count == 0:
+        fail(f"no event {text!r}", code=1)
+    more = ", ..." if match.count > len(match.ids) else ""
+    fail(f"{match.count} events start with {text!r} ({', '.join(match.ids)}{more}); give more of the id")
+
+
+async def _show(settings: Settings, text: str) -> dict[str, Any] | None:
     db = Database(settings.DATABASE_URL)
     try:
+        event_id = await _resolve(db, text)
         async with db.sessions() as session:
-            row = await inbox.get_event(session, event_id)
-            if row is None:
-                return None
-            runs = await inbox.get_runs(session, event_id)
-            return {**event_summary(row), "handlers": [run_summary(r) for r in runs], "body": row.body}
+            return await inbox.event_detail(session, event_id)
     finally:
         await db.dispose()
 
 
 @app.command("show")
 def show_command(
-    event_id: str = typer.Argument(..., help="The event id (the webhook-id header)."),
-    as_json: bool = typer.Option(False, "--json"),
+    event_id: str = typer.Argument(..., metavar="ID", help=ID_HELP),
+    as_json: bool = _json_flag(),
 ) -> None:
-    """One event with each handler's runs."""
+    """One event with each handler's state and every attempt it made (replays add to them)."""
     settings = settings_or_exit()
     found = run(_show(settings, event_id))
-    if found is None:
+    if found is None:  # deleted between the lookup and the read
         fail(f"no event {event_id!r}", code=1)
     if as_json:
         print_json(found)
         return
     for key in ("id", "type", "status", "source", "attempts", "received_at", "processed_at", "last_error"):
-        console.print(f"[bold]{key:>12}[/bold]  {found[key]}", highlight=False)
-    table = Table("handler", "status", "attempts", "duration_ms", "error")
-    for h in found["handlers"]:
-        error = (h["error"] or "").strip().splitlines()
-        table.add_row(h["name"], h["status"], str(h["attempts"]), str(h["duration_ms"]), error[-1] if error else "")
-    console.print(table)
+        console.print(f"[bold]{key:>12}[/bold]  {found[key]}", highlight=False, soft_wrap=True)
+    for handler in found["handlers"]:
+        _print_handler(handler)
+
+
+def _last_line(text: str | None) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+def _print_handler(handler: dict[str, Any]) -> None:
+    """A handler's state, then one line per attempt (with its error's last line, or its note)."""
+    console.print(f"\n[bold]{handler['name']}[/bold]  {handler['status']}, "
+                  f"{handler['attempts']} attempt(s) this round", highlight=False, soft_wrap=True)
+    if handler["note"]:
+        console.print(f"  note: {handler['note']}", highlight=False, soft_wrap=True)
+    for attempt in handler["runs"]:
+        took = f"{attempt['duration_ms']:.0f} ms" if attempt["duration_ms"] is not None else "-"
+        replayed = f" (replay {attempt['round'] - 1})" if attempt["round"] > 1 else ""
+        console.print(f"  #{attempt['attempt']}{replayed}  {attempt['status']:<11} {attempt['started_at'] or '-'}  "
+                      f"{took}", highlight=False, soft_wrap=True)
+        detail = _last_line(attempt["error"]) or attempt["note"]
+        if detail:
+            console.print(f"      {detail}", highlight=False, soft_wrap=True)
 
 
 async def replay(settings: Settings, event_ids: list[str] | None, dead: bool) -> dict[str, Any]:
@@ -132,24 +176,35 @@ async def replay(settings: Settings, event_ids: list[str] | None, dead: bool) ->
     return {"replayed": found, "enqueued": enqueued, "missing": missing, "busy": busy}
 
 
+async def _replay_one(settings: Settings, text: str) -> dict[str, Any]:
+    db = Database(settings.DATABASE_URL)
+    try:
+        event_id = await _resolve(db, text)
+    finally:
+        await db.dispose()
+    return await replay(settings, [event_id], False)
+
+
 @app.command("replay")
 def replay_command(
-    event_id: str | None = typer.Argument(None, help="The event to replay."),
-    dead: bool = typer.Option(False, "--dead", help="Replay every dead event."),
-    as_json: bool = typer.Option(False, "--json"),
+    event_id: str | None = typer.Argument(None, metavar="[ID]", help=ID_HELP),
+    dead: bool = _flag("--dead", "Replay every dead event instead."),
+    as_json: bool = _json_flag(),
 ) -> None:
-    """Run an event's unfinished handlers again, with a fresh set of attempts."""
+    """Run an event's unfinished handlers again, with a fresh set of attempts (its history stays)."""
     if (event_id is None) == (not dead):
         fail("give an event id or --dead (not both)")
     settings = settings_or_exit()
-    result = run(replay(settings, [event_id] if event_id else None, dead))
+    result = run(_replay_one(settings, event_id) if event_id else replay(settings, None, dead))
     if as_json:
         print_json(result)
     else:
-        console.print(f"replayed {len(result['replayed'])} event(s)")
+        console.print(f"replayed {len(result['replayed'])} event(s): {', '.join(result['replayed'])}"
+                      if result["replayed"] else "replayed 0 event(s)", highlight=False, soft_wrap=True)
         if len(result["enqueued"]) < len(result["replayed"]):
             console.print("Redis unreachable: the worker's sweeper will queue them within seconds.")
         if result["busy"]:
-            console.print(f"not replayed, a worker is processing it now: {', '.join(result['busy'])}")
+            console.print(f"not replayed, a worker is processing it now: {', '.join(result['busy'])}",
+                          highlight=False, soft_wrap=True)
     if result["missing"]:
         fail(f"no event {', '.join(result['missing'])}", code=1)

@@ -8,15 +8,18 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.store.database import Database
 from worker.store.models import (
+    INTERRUPTED_ERROR,
+    AttemptStatus,
     EventRow,
     EventSource,
     EventStatus,
+    HandlerAttemptRow,
     HandlerRunRow,
     RunStatus,
     utcnow,
@@ -109,6 +112,51 @@ async def get_runs(session: AsyncSession, event_id: str) -> list[HandlerRunRow]:
     return list(result)
 
 
+async def get_attempts(session: AsyncSession, event_id: str) -> list[HandlerAttemptRow]:
+    """Every attempt of every handler on the event, oldest first."""
+    result = await session.scalars(
+        select(HandlerAttemptRow).where(HandlerAttemptRow.event_id == event_id).order_by(HandlerAttemptRow.id)
+    )
+    return list(result)
+
+
+@dataclass(frozen=True)
+class IdMatch:
+    """What an id or id prefix given on the command line names: `ids` holds up to `limit` ids,
+    `count` how many events match in all."""
+
+    ids: list[str]
+    count: int
+
+
+async def match_event_id(session: AsyncSession, text: str, limit: int = 5) -> IdMatch:
+    """The event whose id is `text`, else the events whose id starts with it."""
+    if await session.get(EventRow, text) is not None:
+        return IdMatch([text], 1)
+    if not text:
+        return IdMatch([], 0)
+    where = EventRow.id.startswith(text, autoescape=True)
+    count = int(await session.scalar(select(func.count()).select_from(EventRow).where(where)) or 0)
+    ids = list(await session.scalars(select(EventRow.id).where(where).order_by(EventRow.id).limit(limit)))
+    return IdMatch(ids, count)
+
+
+_NOTES = "dodo_worker.notes"
+
+
+def add_note(session: AsyncSession, event_id: str, text: str) -> None:
+    """Say, on the event's handler run, what the handler chose not to do and why (a stale event
+    it skipped, say): dispatch stores it with the attempt and logs it once it commits. Only for
+    code that runs inside a handler's session (`ctx.session`)."""
+    session.info.setdefault(_NOTES, {}).setdefault(event_id, []).append(text)
+
+
+def take_notes(session: AsyncSession, event_id: str) -> str | None:
+    """The notes added for the event since the last call, joined; None when there are none."""
+    notes: list[str] = session.info.get(_NOTES, {}).pop(event_id, [])
+    return "; ".join(notes) or None
+
+
 async def list_events(
     session: AsyncSession,
     *,
@@ -182,12 +230,23 @@ async def reset_for_replay(session: AsyncSession, event_id: str) -> EventRow | N
     row.next_attempt_at = None
     row.processed_at = None
     row.updated_at = utcnow()
+    await _keep_interrupted(session, event_id)
     await session.execute(
         update(HandlerRunRow)
         .where(HandlerRunRow.event_id == event_id, HandlerRunRow.status != RunStatus.SUCCEEDED)
         .values(status=RunStatus.FAILED, attempts=0)
     )
     return row
+
+
+async def _keep_interrupted(session: AsyncSession, event_id: str) -> None:
+    """Before a replay resets them, the runs still marked `running` (their worker stopped during
+    the attempt) go into the history, as the next claim would have put them."""
+    running = await session.scalars(select(HandlerRunRow).where(HandlerRunRow.event_id == event_id,
+                                                                 HandlerRunRow.status == RunStatus.RUNNING))
+    session.add_all([HandlerAttemptRow(event_id=event_id, handler=run.handler, attempt=run.attempts,
+                                       status=AttemptStatus.INTERRUPTED, started_at=run.started_at,
+                                       error=INTERRUPTED_ERROR) for run in running])
 
 
 async def dead_event_ids(session: AsyncSession, limit: int = 10_000) -> list[str]:
@@ -197,8 +256,6 @@ async def dead_event_ids(session: AsyncSession, limit: int = 10_000) -> list[str
 
 
 async def count_by_status(session: AsyncSession, statuses: Sequence[str]) -> dict[str, int]:
-    from sqlalchemy import func
-
     query = (
         select(EventRow.status, func.count())
         .where(EventRow.status.in_(statuses))
@@ -215,3 +272,67 @@ async def oldest_pending_received_at(session: AsyncSession) -> datetime | None:
         EventRow.status.in_([EventStatus.RECEIVED, EventStatus.QUEUED])
     ).order_by(EventRow.received_at).limit(1)
     return (await session.scalars(query)).first()
+
+
+# Views: the JSON objects `events list|show --json` print (and the HTTP API answers) --------------
+
+def event_summary(row: EventRow) -> dict[str, Any]:
+    """An event as `events list --json` prints it."""
+    return {
+        "id": row.id,
+        "type": row.type,
+        "status": row.status,
+        "source": row.source,
+        "attempts": row.attempts,
+        "object_id": row.object_id,
+        "received_at": row.received_at.isoformat(),
+        "updated_at": row.updated_at.isoformat(),
+        "processed_at": row.processed_at.isoformat() if row.processed_at else None,
+        "next_attempt_at": row.next_attempt_at.isoformat() if row.next_attempt_at else None,
+        "last_error": row.last_error,
+    }
+
+
+def attempt_views(attempts: Sequence[HandlerAttemptRow]) -> list[dict[str, Any]]:
+    """One handler's attempts, oldest first. `attempt` keeps counting across replays (1, 2, ...
+    over the event's whole life); `round` is 1 for the first delivery and one more after each
+    replay (which counts `ctx.attempt` from 1 again, so a new round starts where it drops)."""
+    views: list[dict[str, Any]] = []
+    round_, previous = 1, 0
+    for number, row in enumerate(attempts, start=1):
+        if row.attempt <= previous:
+            round_ += 1
+        previous = row.attempt
+        views.append({"attempt": number, "round": round_, "status": row.status,
+                      "started_at": row.started_at.isoformat() if row.started_at else None,
+                      "duration_ms": round(row.duration_ms, 3) if row.duration_ms is not None else None,
+                      "error": row.error, "note": row.note})
+    return views
+
+
+def handler_view(run: HandlerRunRow, attempts: Sequence[HandlerAttemptRow]) -> dict[str, Any]:
+    """A handler on an event: its latest state (`attempts` counts this round, the one that
+    MAX_ATTEMPTS limits), its latest note, and every attempt ever made in `runs`."""
+    runs = attempt_views(attempts)
+    return {
+        "name": run.handler,
+        "status": run.status,
+        "attempts": run.attempts,
+        "error": run.last_error,
+        "note": runs[-1]["note"] if runs else None,
+        "duration_ms": round(run.duration_ms, 3) if run.duration_ms is not None else None,
+        "idempotency_key": f"{run.event_id}:{run.handler}",
+        "runs": runs,
+    }
+
+
+async def event_detail(session: AsyncSession, event_id: str) -> dict[str, Any] | None:
+    """An event as `events show --json` prints it, with each handler and all its attempts."""
+    row = await get_event(session, event_id)
+    if row is None:
+        return None
+    by_handler: dict[str, list[HandlerAttemptRow]] = {}
+    for attempt in await get_attempts(session, event_id):
+        by_handler.setdefault(attempt.handler, []).append(attempt)
+    handlers = [handler_view(run, by_handler.get(run.handler, [])) for run in await get_runs(session, event_id)]
+    return {**event_summary(row), "handlers": handlers, "body": row.body}

@@ -112,3 +112,34 @@ class HandlerRunRow(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (UniqueConstraint("event_id", "handler", name="uq_handler_runs_event_handler"),)
+
+
+class AttemptStatus:
+    """How one attempt of a handler ended (`handler_attempts.status`)."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # raised; retried after a back-off
+    DEAD = "dead"  # raised on its last attempt
+    INTERRUPTED = "interrupted"  # the worker stopped (killed, or its job timed out) during it
+
+
+INTERRUPTED_ERROR = "the worker stopped during this attempt (killed, or its job timed out)"
+
+
+class HandlerAttemptRow(Base):
+    """One attempt of one handler on one event, kept for good: a retry or a replay adds a row and
+    changes none (`handler_runs` holds only each handler's latest state)."""
+
+    __tablename__ = "handler_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
+    handler: Mapped[str] = mapped_column(String(255))
+    attempt: Mapped[int] = mapped_column(Integer)  # `ctx.attempt`: counted from 1 again after a replay
+    status: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    duration_ms: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)  # traceback, without SQL or its parameters
+    note: Mapped[str | None] = mapped_column(Text)  # what the handler chose not to do, e.g. a stale event
+
+    __table_args__ = (Index("ix_handler_attempts_event_id", "event_id", "id"),)
