@@ -1,8 +1,12 @@
-"""Handlers imported at start (HANDLER_MODULES defaults to this package).
+"""dodo-worker's built-in handlers.
 
-Add your own module here (or list it in HANDLER_MODULES) and decorate async functions
-with `@on(...)`; see `handlers/example.py`. `handlers/entitlements.py` holds the built-in
-entitlement handlers (license keys, files, hooks), driven by ENTITLEMENTS_FILE.
+`handlers.entitlements` (licence keys, files, hooks, driven by ENTITLEMENTS_FILE) is imported by
+every process whenever a catalog is loaded, whatever HANDLER_MODULES says. `handlers.example` is
+a module to copy; it is only imported when HANDLER_MODULES names it. Your own handlers belong in
+a package of your own (any name but `worker`, `handlers` or `integrations`), listed in
+HANDLER_MODULES.
 """
 
-from handlers import entitlements, example  # noqa: F401
+# Checked at start: a different package called `handlers` (yours, or a distribution installed
+# over this one) would otherwise replace the built-in grants without a word.
+DODO_WORKER_PACKAGE = True

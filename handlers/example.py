@@ -12,6 +12,8 @@ from __future__ import annotations
 from worker import Context, Event, on
 
 
+# Import it by naming it: HANDLER_MODULES=handlers.example. It logs customers' emails, so it is
+# never loaded by default.
 # batched=True: this handler only logs, so the worker may run it for many events at once (see
 # worker/registry.py). Leave it out for handlers that call other systems: they run on their own.
 @on("payment.succeeded", batched=True)

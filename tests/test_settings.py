@@ -24,7 +24,7 @@ def test_defaults_match_the_design(tmp_path, monkeypatch) -> None:
     assert settings.DATABASE_URL == "sqlite+aiosqlite:///./dodo-worker.db"
     assert settings.DODO_PAYMENTS_ENVIRONMENT == "test_mode"
     assert (settings.PORT, settings.MAX_ATTEMPTS, settings.RETRY_BASE_SECONDS) == (8000, 8, 5.0)
-    assert settings.handler_modules == ["handlers"]
+    assert settings.handler_modules == []  # no catalog here, nothing named: nothing to import
     assert settings.HOOKS_ALLOW_PRIVATE_NETWORKS is False
     assert settings.webhook_secrets == []
 

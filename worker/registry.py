@@ -7,16 +7,22 @@
 
 Patterns are exact types (`payment.succeeded`), prefix wildcards (`subscription.*`) or `*`.
 Registration happens at import time, so mistakes (a sync function, a name used twice, a
-malformed pattern) stop the process at start with a message that names the culprit.
+malformed pattern, an event type the pinned SDK does not define) stop the process at start with
+a message that names the culprit.
 """
 
 from __future__ import annotations
 
+import difflib
+import functools
 import importlib
 import inspect
+import os
 import re
+import sys
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -66,7 +72,7 @@ class Registry:
         self._handlers: dict[str, Handler] = {}
 
     def on(self, *patterns: str, name: str | None = None, batched: bool = False,
-           prepare: PrepareFunc | None = None) -> Callable[[HandlerFunc], HandlerFunc]:
+           prepare: PrepareFunc | None = None, known_type: bool = True) -> Callable[[HandlerFunc], HandlerFunc]:
         """Register the decorated `async def f(event, ctx)` for the given event type patterns.
 
         `batched=True`: the handler only works in SQL (`ctx.session`), so under load the worker
@@ -74,7 +80,8 @@ class Registry:
         transaction is rolled back and each event runs again on its own. `prepare(events,
         session)`, for a batched handler, runs first in that transaction, once per batch: to
         take locks or read rows for all its events in one statement (`session.info[RESOURCES]`
-        holds the worker's resources)."""
+        holds the worker's resources). `known_type=False` accepts an event type (or group) that
+        the pinned SDK does not define yet; otherwise such a type is taken for a typo."""
         if prepare is not None and not batched:
             raise RegistryError("@on(..., prepare=...) needs batched=True: it runs once per batch")
         if not patterns:
@@ -86,6 +93,9 @@ class Registry:
                 )
 
         def decorator(func: HandlerFunc) -> HandlerFunc:
+            if known_type:
+                for pattern in patterns:
+                    _check_known(pattern, name or f"{func.__module__}.{func.__qualname__}")
             self.add(func, patterns, name=name, batched=batched, prepare=prepare)
             return func
 
@@ -123,6 +133,31 @@ class Registry:
         return len(self._handlers)
 
 
+@functools.cache
+def known_event_types() -> frozenset[str]:
+    """The event types the pinned `dodopayments` SDK defines: the bundled samples are one per
+    type (tests/test_samples.py holds them to the SDK's list), and reading their names is much
+    cheaper than importing the SDK at every start."""
+    from worker.samples import sample_types
+
+    return frozenset(sample_types())
+
+
+def _check_known(pattern: str, handler: str) -> None:
+    if pattern == "*":
+        return
+    known = known_event_types()
+    candidates = sorted({t.split(".", 1)[0] + ".*" for t in known}) if pattern.endswith(".*") else sorted(known)
+    if pattern in candidates:
+        return
+    nearest = difflib.get_close_matches(pattern, candidates, n=1, cutoff=0.0)
+    hint = f"did you mean {nearest[0]!r}? " if nearest else ""
+    raise RegistryError(
+        f"@on({pattern!r}) on {handler}: Dodo sends no such event type; {hint}"
+        "(pass known_type=False for a type the pinned SDK does not know yet)"
+    )
+
+
 def _same_source(a: HandlerFunc, b: HandlerFunc) -> bool:
     code_a, code_b = getattr(a, "__code__", None), getattr(b, "__code__", None)
     return bool(code_a and code_b and code_a.co_filename == code_b.co_filename
@@ -130,7 +165,12 @@ def _same_source(a: HandlerFunc, b: HandlerFunc) -> bool:
 
 
 def load_handler_modules(modules: Iterable[str]) -> None:
-    """Import each module so its `@on` decorators run; a failing import names the module."""
+    """Import each module so its `@on` decorators run; a failing import names the module.
+
+    Modules are found from the working directory too (as uvicorn, arq and celery find theirs),
+    and a module of the merchant's that takes one of dodo-worker's own package names stops the
+    process here, named, instead of silently replacing the built-in handlers."""
+    _find_modules_in_working_directory()
     for module in modules:
         try:
             importlib.import_module(module)
@@ -141,6 +181,23 @@ def load_handler_modules(modules: Iterable[str]) -> None:
                 f"cannot import handler module {module!r} (HANDLER_MODULES): "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
+    _check_own_packages()
+
+
+def _find_modules_in_working_directory() -> None:
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    _check_own_packages()
+
+
+def _check_own_packages() -> None:
+    from dodo_worker import PackageClash, check_packages
+
+    try:
+        check_packages((Path(os.getcwd()),))
+    except PackageClash as exc:
+        raise RegistryError(str(exc)) from None
 
 
 default_registry = Registry()

@@ -22,6 +22,9 @@ class ConfigError(Exception):
     """A setting is missing or malformed; the message is one line and never holds a secret."""
 
 
+BUILTIN_HANDLERS = "handlers.entitlements"
+
+
 def split_secrets(raw: str) -> list[str]:
     """Several webhook secrets may be given, separated by commas or white space (rotation)."""
     return [part for part in re.split(r"[\s,]+", raw.strip()) if part]
@@ -46,7 +49,7 @@ class Settings(BaseSettings):
     WORKER_API_TOKEN: SecretStr | None = None
     ENTITLEMENTS_FILE: Path | None = None
     PORT: int = Field(default=8000, ge=1, le=65535)
-    HANDLER_MODULES: str = "handlers"
+    HANDLER_MODULES: str = ""
     MAX_ATTEMPTS: int = Field(default=8, ge=1, le=100)
     RETRY_BASE_SECONDS: float = Field(default=5.0, gt=0)
     HOOKS_SIGNING_KEY: SecretStr | None = None
@@ -133,7 +136,12 @@ class Settings(BaseSettings):
 
     @cached_property
     def handler_modules(self) -> list[str]:
-        return [m.strip() for m in self.HANDLER_MODULES.split(",") if m.strip()]
+        """The modules a process imports at start: the built-in entitlement handlers whenever a
+        catalog is loaded (naming your own module must not turn the grants off), then
+        HANDLER_MODULES in order. `handlers.example` is only imported when named."""
+        named = [m.strip() for m in self.HANDLER_MODULES.split(",") if m.strip()]
+        builtins = [BUILTIN_HANDLERS] if self.entitlements_path is not None else []
+        return [*builtins, *(m for m in named if m not in builtins)]
 
     @property
     def entitlements_path(self) -> Path | None:
