@@ -25,6 +25,7 @@ from worker.runtime import Runtime
 from worker.store.inbox import NewEvent
 from worker.verify import SignatureError, Verifier
 from worker.web.inbox_writer import InboxWriter
+from worker.web.refusals import RefusalLog
 from worker.web.responses import error, json_response
 
 log = logging.getLogger("dodo_worker.receiver")
@@ -32,6 +33,14 @@ log = logging.getLogger("dodo_worker.receiver")
 ACCEPTED = msgspec.json.encode({"status": "accepted"})
 DUPLICATE = msgspec.json.encode({"status": "duplicate"})
 MAX_ID_LENGTH = 255
+
+
+def _refusals(state: State) -> RefusalLog:
+    """One rate-limited refusal log per app (tests run several apps in one process)."""
+    refusals: RefusalLog | None = state.get("refusals")
+    if refusals is None:
+        refusals = state["refusals"] = RefusalLog()
+    return refusals
 # Deeper bodies are refused (400) rather than handed to parsers whose recursion limits differ
 # (msgspec and json stop near 1,000 minus the caller's stack). serde_json's default is 128 too;
 # Dodo's payloads nest fewer than 10 levels.
@@ -78,10 +87,8 @@ def _may_nest_deeper(body: bytes) -> bool:
 
 def _reject(request: Request, runtime: Runtime, status: int, reason: str, message: str) -> Response[bytes]:
     runtime.metrics.inc("dodo_webhooks_rejected_total", reason=reason)
-    # One line per refusal, so "Dodo says delivered but nothing happened" has an answer in the
-    # log. The webhook-id is Dodo's message id (not a secret); the body is never logged.
-    log.warning("webhook refused: %s %s (%s, webhook-id %s)", status, message, reason,
-                (request.headers.get("webhook-id") or "-")[:MAX_ID_LENGTH])
+    client = request.client.host if request.client else None
+    _refusals(request.app.state).refused(status, reason, message, request.headers.get("webhook-id"), client)
     return error(status, message)
 
 
