@@ -1,5 +1,5 @@
-"""A handler module with a Python entitlement hook, imported only through HANDLER_MODULES
-(by `test_cli_change_reaches_python_hooks`), so the CLI must load it to see the hook."""
+"""A handler module with a Python entitlement hook, named in HANDLER_MODULES by
+`test_cli_change_is_left_to_the_worker`, which shows that the CLI never imports it."""
 
 from __future__ import annotations
 

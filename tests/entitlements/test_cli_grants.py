@@ -82,30 +82,33 @@ async def test_revoke_and_restore_by_hand(ent_stack: Stack) -> None:
     assert code == 2 and "KEY=VALUE" in err
 
 
-async def test_cli_change_reaches_python_hooks(ent_stack: Stack) -> None:
-    """A revoke by hand is told to the merchant's Python hooks, which live in HANDLER_MODULES."""
+async def test_cli_change_is_left_to_the_worker(ent_stack: Stack) -> None:
+    """A revoke by hand neither imports HANDLER_MODULES (a support shell need not have them) nor
+    decides who hears of it: it leaves one outbox row, which the worker expands with its own
+    catalog, key and Python hooks (tests/entitlements/test_cli_changes.py follows it to the hooks)."""
     import sys
 
     from sqlalchemy import select
 
-    from worker.entitlements import hooks
+    from tests.support import wait_until
     from worker.entitlements.models import DeliveryRow
 
     module = "tests.entitlements.cli_hook_module"
-    assert module not in sys.modules  # only the CLI's loading of HANDLER_MODULES brings it in
     await send_and_wait(ent_stack, "payment.succeeded", payment("pay_c9", [(FILE_ONLY, 1)]))
     [grant] = await entitlements(ent_stack, payment_id="pay_c9")
-    try:
-        code, _, err = await ent_stack.cli("grants", "revoke", grant["id"], env={"HANDLER_MODULES": module})
-        assert code == 0, err
+    code, _, err = await ent_stack.cli("grants", "revoke", grant["id"], env={"HANDLER_MODULES": module})
+    assert code == 0, err
+    assert module not in sys.modules
+
+    async def expanded() -> list[tuple[str, str]] | None:
         async with ent_stack.db.sessions() as session:
-            targets = set(await session.scalars(
-                select(DeliveryRow.target).where(DeliveryRow.grant_id == grant["id"],
-                                                 DeliveryRow.event_type == "entitlement.revoked")))
-        assert targets == {f"python:{module}.tell_crm"}
-    finally:
-        hooks.remove(f"{module}.tell_crm")
-        sys.modules.pop(module, None)
+            rows = (await session.execute(
+                select(DeliveryRow.target, DeliveryRow.status).where(
+                    DeliveryRow.grant_id == grant["id"], DeliveryRow.event_type == "entitlement.revoked"))).all()
+        found = [(target, status) for target, status in rows]
+        return found if found and all(status != "pending" for _, status in found) else None
+
+    assert await wait_until(expanded, what="the worker to expand the change") == [("worker:fan-out", "expanded")]
 
 
 async def test_link_payments_reaches_first_payments_processed_before_schema_0004(ent_stack: Stack) -> None:

@@ -15,6 +15,10 @@ single writer (`BEGIN IMMEDIATE`). A claim does not hold a transaction while sen
 the row (`next_attempt_at` = now + lease), so a worker that dies mid-send only delays it.
 Deliveries of one grant to one target go out in order: a delivery waits while an older one for
 the same grant and target is still pending, so `revoked` never overtakes `granted`.
+
+A change made outside the worker (the CLI) left one `outbox.FAN_OUT` row; each pass first
+expands those into deliveries with this worker's catalog, HOOKS_SIGNING_KEY and Python hooks
+(`expand_due`), so who made a change never decides who hears of it.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from sqlalchemy.orm import aliased
 
 from integrations.hooks import HookResult, hook_client, redact, send_hook
 from worker.entitlements import hooks as python_hooks
+from worker.entitlements import outbox
+from worker.entitlements.catalog import Catalog
 from worker.entitlements.models import DeliveryRow, DeliveryStatus
 from worker.retry import backoff_seconds
 from worker.runtime import Runtime
@@ -69,14 +75,42 @@ def due_query(now: datetime, *, urls: bool) -> Any:
         or_(older.created_at < DeliveryRow.created_at,
             and_(older.created_at == DeliveryRow.created_at, older.id < DeliveryRow.id)),
     )
+    older_fan_out = aliased(DeliveryRow)
+    fan_out_first = exists().where(  # a change from the CLI, older and not expanded yet
+        older_fan_out.grant_id == DeliveryRow.grant_id,
+        older_fan_out.target == outbox.FAN_OUT,
+        older_fan_out.status == DeliveryStatus.PENDING,
+        older_fan_out.created_at < DeliveryRow.created_at,
+    )
     query = select(DeliveryRow).where(
         DeliveryRow.status == DeliveryStatus.PENDING,
+        DeliveryRow.target != outbox.FAN_OUT,
         or_(DeliveryRow.next_attempt_at.is_(None), DeliveryRow.next_attempt_at <= now),
         ~held_back,
+        ~fan_out_first,
     )
     if not urls:  # no HOOKS_SIGNING_KEY: URL hooks wait until one is configured
         query = query.where(DeliveryRow.target.startswith(PYTHON_PREFIX))
     return query.order_by(DeliveryRow.created_at, DeliveryRow.id).limit(BATCH_SIZE)
+
+
+async def expand_due(runtime: Runtime) -> int:
+    """Expand up to BATCH_SIZE pending FAN_OUT rows, oldest first, each in the transaction that
+    marks it expanded (locked on PostgreSQL, so two workers never expand the same one)."""
+    db, settings = runtime.db, runtime.settings
+    catalog = runtime.resources.get("catalog") or Catalog.empty()
+    query = (select(DeliveryRow)
+             .where(DeliveryRow.target == outbox.FAN_OUT, DeliveryRow.status == DeliveryStatus.PENDING)
+             .order_by(DeliveryRow.created_at, DeliveryRow.id).limit(BATCH_SIZE))
+    if db.dialect == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    async with db.sessions() as session, session.begin():
+        rows = list(await session.scalars(query))
+        for row in rows:
+            written = await outbox.expand(session, settings, catalog, row)
+            log.info("hook %s %s for grant %s (changed outside the worker): %d delivery(ies)", row.id,
+                     row.event_type, row.grant_id, written)
+    return len(rows)
 
 
 async def claim(db: Database, settings: Settings, now: datetime | None = None) -> list[Claimed]:
@@ -139,9 +173,10 @@ async def record(db: Database, settings: Settings, item: Claimed, result: HookRe
 async def deliver_due(runtime: Runtime) -> int:
     """One pass: claim, send concurrently (at most one per grant and target), record."""
     settings = runtime.settings
+    expanded = await expand_due(runtime)
     items = await claim(runtime.db, settings)
     if not items:
-        return 0
+        return expanded
     secret = settings.HOOKS_SIGNING_KEY.get_secret_value() if settings.HOOKS_SIGNING_KEY else ""
     timeout = settings.HOOKS_TIMEOUT_SECONDS
     # One client per process (loading the CA bundle takes ~20 ms); Runtime.close closes it.
@@ -165,7 +200,7 @@ async def deliver_due(runtime: Runtime) -> int:
                 item.grant_id, where, result.detail, item.attempts, status)
 
     await asyncio.gather(*(one(item) for item in items))
-    return len(items)
+    return expanded + len(items)
 
 
 async def deliver_hooks_job(ctx: dict[str, Any]) -> int:
@@ -193,7 +228,7 @@ async def seconds_until_due(db: Database, settings: Settings) -> float | None:
     """How long until the next pending delivery is due (0 if one is), None if none is pending."""
     query = select(func.min(DeliveryRow.next_attempt_at)).where(DeliveryRow.status == DeliveryStatus.PENDING)
     if settings.HOOKS_SIGNING_KEY is None:
-        query = query.where(DeliveryRow.target.startswith(PYTHON_PREFIX))
+        query = query.where(or_(DeliveryRow.target.startswith(PYTHON_PREFIX), DeliveryRow.target == outbox.FAN_OUT))
     async with db.sessions() as session:
         due = await session.scalar(query)
     if due is None:

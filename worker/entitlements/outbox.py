@@ -4,6 +4,12 @@ transaction, so a change is never lost and never told twice. Delivery happens el
 Targets of a change: the hook URLs its product lists in the catalog (only when HOOKS_SIGNING_KEY
 is set; a `hook` grant goes to its own URL only) and every Python hook (`@on_entitlement`) that
 wants the event type.
+
+Only the worker knows those targets: it has the signing key, the catalog and the merchant's
+handler modules. A change made anywhere else (`dodo-worker grants revoke` from a support
+shell, the console) writes one row to the target FAN_OUT instead, carrying the hook body; the
+worker's delivery pass expands it (`expand`) into one row per target as the worker sees them,
+exactly once, and then signs, sends and calls them like its own.
 """
 
 from __future__ import annotations
@@ -20,16 +26,25 @@ from worker.entitlements.models import AuditRow, DeliveryRow, DeliveryStatus, Gr
 from worker.entitlements.sql import insert_ignore
 from worker.entitlements.views import activation_counts, grant_json
 from worker.settings import Settings
+from worker.store.models import utcnow
 
 log = logging.getLogger("dodo_worker.entitlements")
 
+FAN_OUT = "worker:fan-out"  # the target of a change made outside the worker (see `expand`)
+EXPANDED = "expanded"  # the status of a FAN_OUT row once the worker wrote its deliveries
+
 
 def url_targets(settings: Settings, catalog: Catalog, grant: GrantRow) -> list[str]:
+    return grant_url_targets(settings, catalog, grant.kind, grant.product_id, grant.item)
+
+
+def grant_url_targets(settings: Settings, catalog: Catalog, kind: str, product_id: str | None,
+                      hook_url: str | None) -> list[str]:
     if settings.HOOKS_SIGNING_KEY is None:
         return []
-    if grant.kind == GrantKind.HOOK:
-        return [grant.item]
-    product = catalog.product(grant.product_id)
+    if kind == GrantKind.HOOK:
+        return [hook_url] if hook_url else []
+    product = catalog.product(product_id)
     return list(product.hooks) if product is not None else []
 
 
@@ -41,6 +56,11 @@ def delivery_id(grant_id: str, audit_id: int, target: str) -> str:
 def targets(settings: Settings, catalog: Catalog, grant: GrantRow, event_type: str) -> list[str]:
     """Where a change of this grant goes (hook URLs, Python hooks), each once."""
     return list(dict.fromkeys([*url_targets(settings, catalog, grant), *hooks.targets_for(event_type)]))
+
+
+def expanded_id(fan_out_id: str, target: str) -> str:
+    digest = hashlib.sha256(f"{fan_out_id}|{target}".encode()).hexdigest()
+    return f"dlv_{digest[:32]}"
 
 
 async def enqueue(session: AsyncSession, settings: Settings, catalog: Catalog, grant: GrantRow,
@@ -67,6 +87,39 @@ async def enqueue(session: AsyncSession, settings: Settings, catalog: Catalog, g
             "attempts": 0,
             "next_attempt_at": audit.at,
         })
+    return written
+
+
+def body_targets(settings: Settings, catalog: Catalog, event_type: str, payload: str) -> list[str]:
+    """The targets of a change from its hook body (the grant as it was then), as this process sees them."""
+    try:
+        body = json.loads(payload)
+    except ValueError:
+        body = None
+    grant = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(grant, dict):
+        return list(hooks.targets_for(event_type))
+    hook = grant.get("hook")
+    urls = grant_url_targets(settings, catalog, str(grant.get("kind") or ""), grant.get("product_id"),
+                             hook.get("url") if isinstance(hook, dict) else None)
+    return list(dict.fromkeys([*urls, *hooks.targets_for(event_type)]))
+
+
+async def expand(session: AsyncSession, settings: Settings, catalog: Catalog, row: DeliveryRow) -> int:
+    """Turn a FAN_OUT row (locked by the caller) into one pending delivery per target; how many
+    were written. Idempotent: the rows' ids derive from the FAN_OUT row's, so doing it again
+    writes nothing. They keep its `created_at`, so they queue behind older deliveries of the
+    grant and ahead of newer ones, in the order the changes happened."""
+    now = utcnow()
+    written = 0
+    for target in body_targets(settings, catalog, row.event_type, row.payload):
+        written += await insert_ignore(session, DeliveryRow, {
+            "id": expanded_id(row.id, target), "grant_id": row.grant_id, "target": target,
+            "event_type": row.event_type, "payload": row.payload, "status": DeliveryStatus.PENDING,
+            "attempts": 0, "next_attempt_at": now, "created_at": row.created_at,
+        })
+    row.status, row.delivered_at, row.next_attempt_at = EXPANDED, now, None
+    row.attempts += 1
     return written
 
 

@@ -33,14 +33,20 @@ SUSPENDED, RESUMED, UPDATED = "entitlement.suspended", "entitlement.resumed", "e
 
 @dataclass(frozen=True)
 class Actor:
-    """Who changes a grant: `event:<id>` (a handler) or `cli:<user>` (support)."""
+    """Who changes a grant: `event:<id>` (a handler) or `cli:<user>` (support).
+
+    `in_worker`: the change is made by a handler in the worker, whose settings, catalog and
+    Python hooks are the ones that deliver, so it writes each target's delivery itself. Any
+    other change (a support shell may lack HOOKS_SIGNING_KEY, the catalog or HANDLER_MODULES)
+    leaves one outbox row for the worker to expand (see `outbox.FAN_OUT`)."""
 
     name: str
     event_id: str | None = None
+    in_worker: bool = False
 
     @classmethod
     def for_event(cls, event_id: str) -> Actor:
-        return cls(f"event:{event_id}", event_id)
+        return cls(f"event:{event_id}", event_id, in_worker=True)
 
     @classmethod
     def cli(cls, user: str | None = None) -> Actor:
@@ -189,7 +195,7 @@ class Grants:
         if fresh:
             inserted |= await insert_ignore_many(self.session, GrantRow, fresh)
         event_type = GRANTED if initial.status == GrantStatus.ACTIVE else None
-        notify = event_type is not None and (self.settings.HOOKS_SIGNING_KEY is not None
+        notify = event_type is not None and (not self.actor.in_worker or self.settings.HOOKS_SIGNING_KEY is not None
                                              or bool(hooks.targets_for(event_type)))
         created: list[tuple[dict[str, Any], GrantRow | None]] = []
         for values in rows:
@@ -306,7 +312,7 @@ class Grants:
         once (after the rows queued before it, keeping the trail in order) when an outbox row
         needs its id."""
         values = self._audit(grant.id, action, before, after, text)
-        targets = outbox.targets(self.settings, self.catalog, grant, event_type) if event_type else []
+        targets = self._targets(grant, event_type)
         if not targets or event_type is None:
             insert_later(self.session, AuditRow, values)
             return
@@ -315,3 +321,10 @@ class Grants:
         self.session.add(audit)
         await self.session.flush()
         await outbox.enqueue(self.session, self.settings, self.catalog, grant, audit, event_type, targets)
+
+    def _targets(self, grant: GrantRow, event_type: str | None) -> list[str]:
+        if event_type is None:
+            return []
+        if not self.actor.in_worker:
+            return [outbox.FAN_OUT]
+        return outbox.targets(self.settings, self.catalog, grant, event_type)
