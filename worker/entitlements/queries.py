@@ -68,6 +68,47 @@ async def find_grant(session: AsyncSession, grant_id: str) -> GrantRow | None:
     return await session.get(GrantRow, grant_id)
 
 
+GRANT_PREFIX = "grt_"
+MIN_PREFIX = 4  # characters after `grt_`, as git asks of an abbreviated commit
+
+
+class AmbiguousId(LookupError):
+    """An abbreviated id that more than one row starts with."""
+
+    def __init__(self, prefix: str, matches: list[str]) -> None:
+        self.prefix, self.matches = prefix, matches
+        more = ", ..." if len(matches) > 4 else ""
+        super().__init__(f"{prefix!r} is ambiguous: it starts {', '.join(matches[:4])}{more}")
+
+
+def _like_prefix(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+async def resolve_id(session: AsyncSession, model: Any, text: str, prefix: str) -> str | None:
+    """The full id of the one `model` row whose id is `text` or starts with it (`prefix` may be
+    left out: `3fa9c1` is `grt_3fa9c1`); None when none does. AmbiguousId when several do."""
+    wanted = text.strip()
+    if not wanted.startswith(prefix):
+        wanted = prefix + wanted
+    column = model.id
+    if await session.scalar(select(column).where(column == wanted)) is not None:
+        return wanted
+    if len(wanted) - len(prefix) < MIN_PREFIX:
+        return None
+    found = list(await session.scalars(
+        select(column).where(column.like(_like_prefix(wanted), escape="\\")).order_by(column).limit(5)))
+    if len(found) > 1:
+        raise AmbiguousId(text, found)
+    return found[0] if found else None
+
+
+async def find_grant_by_prefix(session: AsyncSession, text: str) -> GrantRow | None:
+    """The grant `text` names, by its id or a unique start of it (see `resolve_id`)."""
+    grant_id = await resolve_id(session, GrantRow, text, GRANT_PREFIX)
+    return await session.get(GrantRow, grant_id) if grant_id is not None else None
+
+
 async def audit_trail(session: AsyncSession, grant_id: str) -> list[AuditRow]:
     rows = await session.scalars(select(AuditRow).where(AuditRow.grant_id == grant_id).order_by(AuditRow.id))
     return list(rows)
