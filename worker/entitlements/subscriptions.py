@@ -4,6 +4,7 @@ following the subscription's status, seats and plan.
 Out-of-order delivery: each event carries a timestamp; a grant remembers the newest it applied
 (`state_at`) and older events leave it alone. `cancelled`, `expired` and `failed` are terminal:
 no later event brings a revoked subscription grant back (support can, with `grants restore`).
+Either way the event says so: a note on its handler run (`events show`) and a log line.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from worker.entitlements.provision import grant_product, owner_of
 from worker.entitlements.service import Grants, Initial
 from worker.entitlements.sql import insert_ignore, lock, lock_many
 from worker.events import Payment, Subscription
+from worker.store.inbox import add_note
 from worker.store.models import utcnow
 
 SUBSCRIPTION, PLAN_CHANGED = "subscription", "plan_changed"
@@ -73,6 +75,7 @@ async def on_subscription(grants: Grants, sub: Subscription, event_type: str, ti
         limit = spec.license_key.activations_limit + grants.catalog.seats(addons)
 
     existing = await _grants_of(grants, sub_id)
+    _note_stale(grants, sub_id, event_type, at, existing)
     changes = await _follow_plan(grants, existing, sub, at, why, state_at)
 
     created_ids: set[str] = set()
@@ -100,6 +103,31 @@ async def on_subscription(grants: Grants, sub: Subscription, event_type: str, ti
     if payment_id:  # a refund or lost dispute of this payment may have come first
         changes += await revocations.apply(grants, payment_id)
     return changes
+
+
+def _note_stale(grants: Grants, sub_id: str, event_type: str, at: datetime | None,
+                existing: list[GrantRow]) -> None:
+    """Say on the event when it is older than what its subscription's grants already follow, so
+    that it changes none of them (Dodo delivers in no fixed order; a replayed old event too)."""
+    stale = [g for g in existing if not is_newer(at, g)]
+    if not stale or at is None:
+        return
+    newest = max(str(g.state_at) for g in stale)
+    _note(grants, f"stale: subscription {sub_id} changed at {newest}, this event ({event_type}) is from "
+                  f"{at.isoformat()}; {len(stale)} grant(s) left as they were")
+
+
+def _note_terminal(grants: Grants, grant: GrantRow, raw_status: str | None) -> None:
+    why = grant.status_reason or "revoked"
+    if grant.status_cause:
+        why += f", {grant.status_cause}"
+    _note(grants, f"subscription {grant.source_id} {raw_status}: its {grant.kind} grant {grant.id} stays "
+                  f"revoked ({why}); `dodo-worker grants restore {grant.id}` brings it back")
+
+
+def _note(grants: Grants, text: str) -> None:
+    if grants.actor.event_id is not None:  # a handler's run (not a support shell)
+        add_note(grants.session, grants.actor.event_id, text)
 
 
 async def _lock_with_payment(session: AsyncSession, sub_id: str, payment_id: str | None) -> str | None:
@@ -162,6 +190,8 @@ async def _apply_status(grants: Grants, grant: GrantRow, target: str | None, raw
         # Terminal, or taken by a refund or dispute; only a plan change back undoes its own revoke.
         if grant.status_reason == PLAN_CHANGED and target == GrantStatus.ACTIVE:
             return int(await grants.restore(grant, text=why))
+        if target != GrantStatus.REVOKED:
+            _note_terminal(grants, grant, raw_status)
         return 0
     if target == GrantStatus.ACTIVE:
         return int(await grants.resume(grant, text=why))
