@@ -6,6 +6,7 @@ body, in the same run, on SQLite and PostgreSQL. Each request is a distinct sign
 
 PostgreSQL is included when TEST_DATABASE_URL (an admin URL) is set; Redis is REDIS_URL or an
 embedded server. Servers run in their own process, one worker each, like `dodo-worker web`.
+Figures and how to read them: docs/performance.md.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ name that is deleted afterwards; no worker runs them, so this times the scan alo
 
 PostgreSQL when a server answers at BENCH_DATABASE_URL, TEST_DATABASE_URL or
 postgresql+asyncpg://postgres@127.0.0.1:5432/postgres (a database is created and dropped).
+Figures: docs/performance.md and docs/reconciliation.md ("Cost").
 """
 
 from __future__ import annotations

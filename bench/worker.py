@@ -20,7 +20,7 @@ settles) minus the scheduled send time, so a slow answer cannot hide queueing.
 SQLite always; PostgreSQL when a server answers at BENCH_DATABASE_URL, TEST_DATABASE_URL or
 postgresql+asyncpg://postgres@127.0.0.1:5432/postgres (a database is created and dropped).
 Redis: REDIS_URL or redis://127.0.0.1:6379; every key is under a fresh queue name or job id
-prefix and deleted afterwards.
+prefix and deleted afterwards. Figures, and the history behind them: docs/performance.md.
 """
 
 from __future__ import annotations
