@@ -12,9 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.entitlements.conftest import entitlement_handlers
+from tests.entitlements import conftest as entitlement_fixtures
 from tests.support import Stack
-from worker.registry import Registry
 from worker.samples import load_sample, stamped_sample
 from worker.store import EventStatus
 
@@ -23,14 +22,7 @@ SUB, PRODUCT = SAMPLE["subscription_id"], SAMPLE["product_id"]
 HANDLER = "entitlements.subscription"
 
 
-@pytest.fixture
-def registry() -> Registry:
-    """The built-in entitlement handlers, as a worker with a catalog registers them."""
-    fresh = Registry()
-    for handler in entitlement_handlers():
-        fresh.add(handler.func, handler.patterns, name=handler.name, batched=handler.batched,
-                  prepare=handler.prepare)
-    return fresh
+registry = entitlement_fixtures.registry  # the built-in entitlement handlers, as with a catalog
 
 
 @pytest.fixture
