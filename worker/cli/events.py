@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
 import typer
-from rich import box
-from rich.table import Table
 
 from worker import queue
 from worker.cli.common import console, fail, print_json, run, settings_or_exit
@@ -63,29 +62,28 @@ def list_command(
 
 
 def _received(row: EventRow) -> str:
-    return row.received_at.strftime("%Y-%m-%d %H:%M:%S")
+    return row.received_at.strftime("%m-%d %H:%M:%S")  # UTC; the year is in --json and `events show`
+
+
+HEADER = ("id", "type", "status", "att", "received")
 
 
 def _print_rows(rows: list[EventRow]) -> None:
     """One line per event when the ids and types fit the terminal, else two (the id alone on the
     first): an id is never cut, so that it can be copied into `events show`."""
-    id_width = max(len(r.id) for r in rows)
-    type_width = max(len(r.type) for r in rows)
-    status_width = max(len(r.status) for r in rows)
-    # Columns separated by two spaces: id, type, status, attempts (3), received (19).
-    if id_width + type_width + status_width + 3 + 19 + 4 * 2 <= console.width:
-        table = Table("id", "type", "status", "att", "received (UTC)", box=box.SIMPLE_HEAD, pad_edge=False,
-                      padding=(0, 1), show_edge=False)
-        for r in rows:
-            table.add_row(r.id, r.type, r.status, str(r.attempts), _received(r))
-        for column in table.columns:
-            column.no_wrap = True
-        console.print(table)
+    cells = [(r.id, r.type, r.status, str(r.attempts), _received(r)) for r in rows]
+    widths = [max(len(row[i]) for row in [HEADER, *cells]) for i in range(len(HEADER))]
+    if sum(widths) + 2 * (len(widths) - 1) <= console.width:
+        for row in [HEADER, *cells]:
+            say("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
         return
-    for r in rows:
-        console.print(r.id, highlight=False, soft_wrap=True)
-        console.print(f"  {r.status:<{status_width}}  {_received(r)}  {r.attempts} att  {r.type}",
-                      highlight=False, soft_wrap=True)
+    for event_id, event_type, status, attempts, received in cells:
+        say(event_id)
+        say(f"  {status.ljust(widths[2])}  {received}  {attempts} att  {event_type}")
+
+
+def say(text: str) -> None:
+    console.print(text, highlight=False, markup=False, soft_wrap=True)
 
 
 async def _resolve(db: Database, text: str) -> str:
@@ -125,7 +123,7 @@ def show_command(
         print_json(found)
         return
     for key in ("id", "type", "status", "source", "attempts", "received_at", "processed_at", "last_error"):
-        console.print(f"[bold]{key:>12}[/bold]  {found[key]}", highlight=False, soft_wrap=True)
+        say(f"{key:>12}  {found[key]}")
     for handler in found["handlers"]:
         _print_handler(handler)
 
@@ -136,19 +134,24 @@ def _last_line(text: str | None) -> str:
 
 
 def _print_handler(handler: dict[str, Any]) -> None:
-    """A handler's state, then one line per attempt (with its error's last line, or its note)."""
-    console.print(f"\n[bold]{handler['name']}[/bold]  {handler['status']}, "
-                  f"{handler['attempts']} attempt(s) this round", highlight=False, soft_wrap=True)
-    if handler["note"]:
-        console.print(f"  note: {handler['note']}", highlight=False, soft_wrap=True)
+    """A handler's state, then one line per attempt, each with its error's last line or its note."""
+    say(f"\n{handler['name']}  {handler['status']}, {handler['attempts']} attempt(s) this round")
     for attempt in handler["runs"]:
         took = f"{attempt['duration_ms']:.0f} ms" if attempt["duration_ms"] is not None else "-"
         replayed = f" (replay {attempt['round'] - 1})" if attempt["round"] > 1 else ""
-        console.print(f"  #{attempt['attempt']}{replayed}  {attempt['status']:<11} {attempt['started_at'] or '-'}  "
-                      f"{took}", highlight=False, soft_wrap=True)
-        detail = _last_line(attempt["error"]) or attempt["note"]
-        if detail:
-            console.print(f"      {detail}", highlight=False, soft_wrap=True)
+        started = (attempt["started_at"] or "-")[:19].replace("T", " ")
+        say(f"  #{attempt['attempt']}{replayed}  {attempt['status']:<11}  {started}  {took}")
+        if attempt["error"]:
+            say(_indented(f"error: {_last_line(attempt['error'])}"))
+        if attempt["note"]:
+            say(_indented(f"note: {attempt['note']}"))
+
+
+def _indented(text: str, indent: str = "      ") -> str:
+    """`text` wrapped to the terminal at spaces (never inside an id), every line indented."""
+    width = max(40, console.width)
+    return "\n".join(textwrap.wrap(text, width, initial_indent=indent, subsequent_indent=indent,
+                                   break_long_words=False, break_on_hyphens=False)) or indent
 
 
 async def replay(settings: Settings, event_ids: list[str] | None, dead: bool) -> dict[str, Any]:
@@ -187,7 +190,7 @@ async def _replay_one(settings: Settings, text: str) -> dict[str, Any]:
 
 @app.command("replay")
 def replay_command(
-    event_id: str | None = typer.Argument(None, metavar="[ID]", help=ID_HELP),
+    event_id: str | None = typer.Argument(None, metavar="ID", help=ID_HELP),
     dead: bool = _flag("--dead", "Replay every dead event instead."),
     as_json: bool = _json_flag(),
 ) -> None:
