@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     WORKER_BATCH_SIZE: int = Field(default=100, ge=1, le=1000)
     # How often the worker asks Redis for jobs (arq's poll_delay). arq's 0.5 s would add up to half
     # a second to every event; 0.02 s keeps p99 under 250 ms at 200 events/s where 0.05 s gave
-    # 255-520 ms, for about 4 % of a core when idle (2 % at 0.05 s). docs/operations.md.
+    # 255-520 ms, for about 4 % of a core when idle (2 % at 0.05 s). docs/performance.md.
     WORKER_POLL_SECONDS: float = Field(default=0.02, gt=0, le=5)
     LOG_LEVEL: str = "INFO"
     # Reconciliation (worker/reconcile): how often, how far back the first scan looks, and how
