@@ -159,3 +159,35 @@ async def test_a_stored_error_keeps_its_type_and_message_but_no_sql_parameters(s
         assert "[parameters:" not in error and "[SQL:" not in error
         assert len(error) <= 4000
     assert secret not in json.dumps(shown)
+
+
+async def test_the_http_api_shows_the_same_event_and_replays_it(stack_factory, registry: Registry) -> None:
+    fixed = False
+
+    @registry.on("refund.succeeded")
+    async def poison(event: Event, ctx: Context) -> None:
+        if not fixed:
+            raise ValueError("not yet")
+
+    stack = await stack_factory(MAX_ATTEMPTS=1)
+    event_id, _ = await stack.send("refund.succeeded")
+    await stack.wait_status(event_id, EventStatus.DEAD)
+    assert stack.settings.WORKER_API_TOKEN is not None
+    auth = {"Authorization": f"Bearer {stack.settings.WORKER_API_TOKEN.get_secret_value()}"}
+    api = f"{stack.base_url}/v1/events"
+
+    shown = await stack.http.get(f"{api}/{event_id}", headers=auth)
+    assert shown.status_code == 200
+    assert shown.json() == await _shown(stack, event_id)
+    listed = await stack.http.get(api, params={"status": "dead"}, headers=auth)
+    assert [e["id"] for e in listed.json()["events"]] == [event_id]
+    assert (await stack.http.get(f"{api}/{event_id}")).status_code == 401
+    assert (await stack.http.get(f"{api}/evt_none", headers=auth)).status_code == 404
+
+    fixed = True
+    replayed = await stack.http.post(f"{api}/{event_id}/replay", headers=auth)
+    assert replayed.status_code == 200, replayed.text
+    assert replayed.json()["replayed"] == [event_id]
+    await stack.wait_status(event_id, EventStatus.PROCESSED)
+    runs = (await stack.http.get(f"{api}/{event_id}", headers=auth)).json()["handlers"][0]["runs"]
+    assert [(r["attempt"], r["round"], r["status"]) for r in runs] == [(1, 1, "dead"), (2, 2, "succeeded")]

@@ -160,23 +160,17 @@ async def replay(settings: Settings, event_ids: list[str] | None, dead: bool) ->
     try:
         async with db.sessions() as session, session.begin():
             ids = event_ids or (await inbox.dead_event_ids(session) if dead else [])
-            found, busy = [], []
-            for i in ids:
-                if await inbox.reset_for_replay(session, i) is not None:
-                    found.append(i)
-                elif await inbox.get_event(session, i) is not None:
-                    busy.append(i)  # a worker is processing it right now
-        missing = sorted(set(ids) - set(found) - set(busy))
+            done = await inbox.reset_many(session, ids)
     finally:
         await db.dispose()
     enqueued: list[str] = []
-    if found and settings.REDIS_URL:
+    if done.replayed and settings.REDIS_URL:
         redis = queue.connect(settings.REDIS_URL)
         try:
-            enqueued = found if await queue.enqueue_each(redis, settings.QUEUE_NAME, found) else []
+            enqueued = done.replayed if await queue.enqueue_each(redis, settings.QUEUE_NAME, done.replayed) else []
         finally:
             await redis.aclose(close_connection_pool=True)
-    return {"replayed": found, "enqueued": enqueued, "missing": missing, "busy": busy}
+    return {"replayed": done.replayed, "enqueued": enqueued, "missing": done.missing, "busy": done.busy}
 
 
 async def _replay_one(settings: Settings, text: str) -> dict[str, Any]:

@@ -249,6 +249,28 @@ async def _keep_interrupted(session: AsyncSession, event_id: str) -> None:
                                        error=INTERRUPTED_ERROR) for run in running])
 
 
+@dataclass(frozen=True)
+class Replayed:
+    """What a replay did with each id asked for."""
+
+    replayed: list[str]  # reset, to be queued
+    busy: list[str]  # a worker is processing it right now: left alone
+    missing: list[str]  # no such event
+
+
+async def reset_many(session: AsyncSession, event_ids: Sequence[str]) -> Replayed:
+    """`reset_for_replay` each event, in the caller's transaction."""
+    replayed, busy, missing = [], [], []
+    for event_id in event_ids:
+        if await reset_for_replay(session, event_id) is not None:
+            replayed.append(event_id)
+        elif await get_event(session, event_id) is not None:
+            busy.append(event_id)
+        else:
+            missing.append(event_id)
+    return Replayed(replayed, busy, sorted(set(missing)))
+
+
 async def dead_event_ids(session: AsyncSession, limit: int = 10_000) -> list[str]:
     query = select(EventRow.id).where(EventRow.status == EventStatus.DEAD).order_by(
         EventRow.received_at).limit(limit)
