@@ -45,15 +45,18 @@ async def _list(settings: Settings, filters: Filters, limit: int) -> list[dict[s
 
 @app.command("list")
 def list_command(
-    customer_id: str | None = typer.Option(None, "--customer-id", help="Only this Dodo customer's grants (cus_...)."),
-    email: str | None = typer.Option(None, "--email", help="Only grants of this email (any case)."),
-    payment_id: str | None = typer.Option(None, "--payment-id", help="Only grants of this payment (pay_...)."),
-    subscription_id: str | None = typer.Option(None, "--subscription-id",
+    customer_id: str | None = typer.Option(None, "--customer-id", metavar="ID",
+                                           help="Only this Dodo customer's grants (cus_...)."),
+    email: str | None = typer.Option(None, "--email", metavar="EMAIL", help="Only grants of this email (any case)."),
+    payment_id: str | None = typer.Option(None, "--payment-id", metavar="ID",
+                                          help="Only grants of this payment (pay_...)."),
+    subscription_id: str | None = typer.Option(None, "--subscription-id", metavar="ID",
                                                help="Only grants of this subscription (sub_...)."),
     metadata: list[str] = typer.Option([], "--metadata", metavar="KEY=VALUE",
                                        help="Checkout metadata to match; repeatable."),
-    status: str | None = typer.Option(None, "--status", help=f"One of: {', '.join(GrantStatus.ALL)}."),
-    limit: int = typer.Option(100, "--limit", min=1, max=10_000, help="Show at most this many."),
+    status: str | None = typer.Option(None, "--status", metavar="STATUS",
+                                      help=f"One of: {', '.join(GrantStatus.ALL)}."),
+    limit: int = typer.Option(100, "--limit", metavar="N", min=1, max=10_000, help="Show at most this many."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Grants matching every filter given, oldest first: two lines each (id, status, kind; then
@@ -144,11 +147,10 @@ def show_command(
     say(f"{'detail':>15}  {_detail(found)}")
     if "file" in found:
         say(f"{'downloads':>15}  {found['file']['downloads']}")
-    say("audit:")
+    say("audit (UTC):")
     for entry in found["audit"]:
         say(wrapped(_audit_line(entry), "  "))
-        if entry["reason"]:
-            say(wrapped(entry["reason"], "      "))
+        say(wrapped(f"by {entry['actor']}" + (f": {entry['reason']}" if entry["reason"] else ""), "      "))
     say(f"hook deliveries: {len(found['deliveries'])}")
     for delivery in found["deliveries"]:
         say(wrapped(f"{delivery['event_type']} to {delivery['target']}: {delivery['status']}, "
@@ -158,7 +160,7 @@ def show_command(
 
 def _audit_line(entry: dict[str, Any]) -> str:
     at = (entry["at"] or "")[:19].replace("T", " ")
-    return f"{at}  {entry['action']}: {entry['from_status'] or '-'} -> {entry['to_status'] or '-'} by {entry['actor']}"
+    return f"{at}  {entry['action']}: {entry['from_status'] or '-'} -> {entry['to_status'] or '-'}"
 
 
 async def _change(settings: Settings, text: str, action: str, reason: str | None) -> tuple[str, Any]:
@@ -203,7 +205,7 @@ REASON_HELP = "Why, for the audit trail."
 @app.command("revoke")
 def revoke_command(
     grant_id: str = typer.Argument(..., metavar="GRANT_ID", help=GRANT_HELP),
-    reason: str | None = typer.Option(None, "--reason", help=REASON_HELP),
+    reason: str | None = typer.Option(None, "--reason", metavar="TEXT", help=REASON_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Take a grant away (audited as cli:<you>; the worker tells the hooks)."""
@@ -214,7 +216,7 @@ def revoke_command(
 @app.command("restore")
 def restore_command(
     grant_id: str = typer.Argument(..., metavar="GRANT_ID", help=GRANT_HELP),
-    reason: str | None = typer.Option(None, "--reason", help=REASON_HELP),
+    reason: str | None = typer.Option(None, "--reason", metavar="TEXT", help=REASON_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Give a revoked or suspended grant back (audited as cli:<you>; the worker tells the hooks)."""

@@ -71,10 +71,10 @@ async def _list(settings: Settings, status: str | None, grant: str | None, limit
 
 @app.command("list")
 def list_command(
-    status: str | None = typer.Option(None, "--status", help=f"One of: {', '.join(STATUSES)}."),
+    status: str | None = typer.Option(None, "--status", metavar="STATUS", help=f"One of: {', '.join(STATUSES)}."),
     grant_id: str | None = typer.Option(None, "--grant", metavar="GRANT_ID",
                                         help="Only this grant's deliveries (a unique start of its id will do)."),
-    limit: int = typer.Option(100, "--limit", min=1, max=10_000, help="Show at most this many."),
+    limit: int = typer.Option(100, "--limit", metavar="N", min=1, max=10_000, help="Show at most this many."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Hook deliveries, newest first: two or three lines each."""
@@ -88,8 +88,8 @@ def list_command(
         return
     for row in rows:
         shown = delivery_summary(row)
-        say(f"{shown['id']}  {shown['status']:<9}  {shown['event_type']}  {shown['attempts']} attempt(s)")
-        say(wrapped(f"to {shown['target']} · grant {shown['grant_id']}"))
+        say(f"{shown['id']}  {shown['status']:<9}  {shown['event_type']}")
+        say(wrapped(f"to {shown['target']} · grant {shown['grant_id']} · {shown['attempts']} attempt(s)"))
         if shown["last_error"]:
             say(wrapped(f"last error: {shown['last_error']}"))
     more = f"; --limit {limit} reached, there may be more" if len(rows) == limit else ""
@@ -129,7 +129,7 @@ async def _full_delivery_id(session: Any, text: str) -> str:
 
 @app.command("retry")
 def retry_command(
-    delivery_id: str | None = typer.Argument(None, metavar="[DELIVERY_ID]",
+    delivery_id: str | None = typer.Argument(None, metavar="DELIVERY_ID",
                                              help="A failed or refused delivery (a unique start of its id will do)."),
     failed: bool = typer.Option(False, "--failed", help="Retry every failed delivery."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
