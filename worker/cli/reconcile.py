@@ -8,9 +8,9 @@ from typing import Any
 
 import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from worker.cli.common import console, fail, print_json, run, settings_or_exit
+from worker.cli.text import VERBOSE_HELP, counted, say, wrapped
 from worker.settings import Settings
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
@@ -41,17 +41,27 @@ def parse_metadata(pairs: list[str]) -> dict[str, str]:
 
 
 def reconcile_command(
-    since: str | None = typer.Option(None, "--since", help="Window start: ISO-8601 or an age (24h, 7d). "
-                                     "Default: the last scan's mark less the overlap."),
-    until: str | None = typer.Option(None, "--until", help="Window end (default: now)."),
+    since: str | None = typer.Option(None, "--since", metavar="TIME",
+                                     help="Window start: ISO-8601 or an age (24h, 7d)."),
+    until: str | None = typer.Option(None, "--until", metavar="TIME", help="Window end (default: now)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Report what is missing; change nothing."),
     metadata: list[str] = typer.Option([], "--metadata", metavar="KEY=VALUE",
-                                       help="Only payments and subscriptions whose metadata matches, and those "
-                                       "payments' refunds and disputes (repeatable)."),
+                                       help="Only objects whose metadata matches (repeatable)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout and nothing else."),
 ) -> None:
-    """Read Dodo's payments, refunds, lost and accepted disputes and subscriptions; inject an event for each
-    one the inbox lacks, through the same handlers as webhooks."""
+    """Find what webhooks missed and repair it now.
+
+    Reads Dodo's payments, refunds, lost and accepted disputes and subscriptions, and injects an
+    event for each one the inbox lacks, through the same handlers as webhooks.
+
+    Without --since the window starts at the last scan's mark, less the overlap. With
+    --metadata only the payments and subscriptions whose checkout metadata matches are
+    repaired, and those payments' refunds and disputes.
+
+    Prints a summary (counts per kind, the first few ids); --verbose lists every object,
+    --json everything as one JSON object.
+    """
     wanted = parse_metadata(metadata)
     start = parse_time(since, "--since") if since else None
     end = parse_time(until, "--until") if until else None
@@ -64,7 +74,7 @@ def reconcile_command(
     if as_json:
         print_json(result)
         return
-    _print_summary(result)
+    _print_summary(result, verbose)
 
 
 async def _reconcile(settings: Settings, since: datetime | None, until: datetime | None, dry_run: bool,
@@ -128,24 +138,52 @@ def _progress() -> Progress:
                     TextColumn("{task.completed} read"), TimeElapsedColumn(), console=console, transient=True)
 
 
-def _print_summary(result: dict[str, Any]) -> None:
+def _print_summary(result: dict[str, Any], verbose: bool) -> None:
     window = result["window"]
     verb = "would repair" if result["dry_run"] else "repaired"
-    console.print(f"scanned {result['scanned']} object(s) from {window['since']} to {window['until']} "
-                  f"in {result['api_calls']} API call(s); {verb} {len(result['repaired'])}", highlight=False)
-    if result["repaired"]:
-        table = Table("kind", "id", "event_id", "metadata")
-        for item in result["repaired"]:
-            table.add_row(item["kind"], item["id"], item["event_id"],
-                          ", ".join(f"{k}={v}" for k, v in item["metadata"].items()))
-        console.print(table)
+    since, until = (re.sub(r"\.\d+", "", window[end]) for end in ("since", "until"))  # whole seconds
+    say(wrapped(f"scanned {result['scanned']} object(s) from {since} to {until} "
+                f"in {result['api_calls']} API call(s); {verb} {len(result['repaired'])}", ""))
+    if verbose:
+        _print_every_row(result)
+    else:
+        _print_counts(result)
+    if result["not_enqueued"]:
+        say("Redis unreachable: the worker's sweeper will queue the repaired events.")
+
+
+def _by_kind(items: list[dict[str, Any]]) -> dict[str, list[str]]:
+    kinds: dict[str, list[str]] = {}
+    for item in items:
+        kinds.setdefault(item["kind"], []).append(item["id"])
+    return kinds
+
+
+def _print_counts(result: dict[str, Any]) -> None:
+    """Per kind: how many, and the first few ids; what is left to do, once."""
+    for kind, ids in _by_kind(result["repaired"]).items():
+        say(wrapped(counted(ids, kind), "  "))
+    if result["dead"]:
+        say(wrapped(f"{len(result['dead'])} object(s) whose event is dead: run `dodo-worker events replay ID` "
+                    "once its handler is fixed (or `events replay --dead`):", ""))
+        for kind, ids in _by_kind(result["dead"]).items():
+            say(wrapped(counted(ids, kind), "  "))
+    if result["not_found"]:
+        say(f"{len(result['not_found'])} object(s) Dodo answers 404 for; left as they are:")
+        for kind, ids in _by_kind(result["not_found"]).items():
+            say(wrapped(counted(ids, kind), "  "))
+    if any(result[name] for name in ("repaired", "dead", "not_found")):
+        say("--verbose lists every one.")
+
+
+def _print_every_row(result: dict[str, Any]) -> None:
+    for item in result["repaired"]:
+        meta = ", ".join(f"{k}={v}" for k, v in item["metadata"].items())
+        say(wrapped(f"{item['kind']} {item['id']} -> event {item['event_id']}" + (f" ({meta})" if meta else ""),
+                    "  "))
     for dead in result["dead"]:
-        console.print(f"[yellow]{dead['kind']} {dead['id']}: event {dead['event_id']} is dead; "
-                      f"run `dodo-worker events replay {dead['event_id']}` once its handler is fixed[/yellow]",
-                      highlight=False)
+        say(wrapped(f"{dead['kind']} {dead['id']}: event {dead['event_id']} is dead; run `dodo-worker events "
+                    f"replay {dead['event_id']}` once its handler is fixed", "  "))
     for gone in result["not_found"]:
         why = gone.get("why", "listed, but 404 when fetched")
-        console.print(f"[yellow]{gone['kind']} {gone['id']}: {why} (404); left as it is[/yellow]",
-                      highlight=False)
-    if result["not_enqueued"]:
-        console.print("Redis unreachable: the worker's sweeper will queue the repaired events.")
+        say(wrapped(f"{gone['kind']} {gone['id']}: {why} (404); left as it is", "  "))

@@ -17,11 +17,13 @@ from worker.signing import signed_headers
 
 
 def send_command(
-    event_type: str = typer.Argument(..., help="Event type, e.g. payment.succeeded."),
-    url: str | None = typer.Option(None, "--url", help="Receiver URL (default: this machine's PORT)."),
-    file: Path | None = typer.Option(None, "--file", exists=True, dir_okay=False, help="JSON body to send."),
-    message_id: str | None = typer.Option(None, "--id", help="webhook-id to use (default: a new one)."),
-    as_json: bool = typer.Option(False, "--json"),
+    event_type: str = typer.Argument(..., metavar="TYPE", help="Event type, e.g. payment.succeeded."),
+    url: str | None = typer.Option(None, "--url", metavar="URL",
+                                   help="Receiver URL (default: http://127.0.0.1:$PORT/webhooks/dodo)."),
+    file: Path | None = typer.Option(None, "--file", metavar="FILE", exists=True, dir_okay=False,
+                                     help="JSON body to send, its type set to TYPE."),
+    message_id: str | None = typer.Option(None, "--id", metavar="ID", help="webhook-id to use (default: a new one)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the receiver's answer as JSON on stdout."),
 ) -> None:
     settings = settings_or_exit()
     if not settings.webhook_secrets:
@@ -80,7 +82,8 @@ def _body(response: httpx.Response) -> object:
 def _help(width: int = 76) -> str:
     """The command's help: what it does, then every type with a sample, grouped by family."""
     lines = ["Sign an event with DODO_PAYMENTS_WEBHOOK_KEY and POST it, the way Dodo does.", "",
-             "Samples (their timestamp set to now) for these types; --file sends any type:"]
+             "Samples (their timestamp set to now) for these types; --file sends any type:", "",
+             "\b"]  # click keeps this paragraph's lines as they are
     for family, types in groupby(sample_types(), key=lambda t: t.split(".", 1)[0]):
         names = ", ".join(t.split(".", 1)[1] for t in types)
         lines += textwrap.wrap(names, width, initial_indent=f"{family}: ",
