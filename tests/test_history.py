@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 
 from tests.support import Stack
 from tests.test_batching import Pileup, send_payment
 from worker import Context, Event
 from worker.registry import Registry
-from worker.store import EventStatus
+from worker.store import EventRow, EventStatus, HandlerRunRow, RunStatus
+from worker.store.models import utcnow
 
 
 async def _shown(stack: Stack, event_id: str) -> dict[str, Any]:
@@ -191,3 +194,34 @@ async def test_the_http_api_shows_the_same_event_and_replays_it(stack_factory, r
     await stack.wait_status(event_id, EventStatus.PROCESSED)
     runs = (await stack.http.get(f"{api}/{event_id}", headers=auth)).json()["handlers"][0]["runs"]
     assert [(r["attempt"], r["round"], r["status"]) for r in runs] == [(1, 1, "dead"), (2, 2, "succeeded")]
+
+
+async def _left_running(stack: Stack, event_id: str, handler: str) -> None:
+    """What a worker SIGKILLed during the handler's first attempt leaves behind."""
+    async with stack.db.sessions() as session, session.begin():
+        row = await session.get(EventRow, event_id)
+        assert row is not None
+        row.status, row.attempts, row.next_attempt_at = EventStatus.PROCESSING, 1, utcnow() - timedelta(seconds=1)
+        session.add(HandlerRunRow(event_id=event_id, handler=handler, status=RunStatus.RUNNING, attempts=1,
+                                  started_at=utcnow() - timedelta(seconds=5)))
+
+
+@pytest.mark.parametrize("then", ["claim", "replay"])
+async def test_an_attempt_cut_short_by_a_dead_worker_is_kept(stack_factory, registry: Registry, then: str) -> None:
+    @registry.on("payment.succeeded")
+    async def steady(event: Event, ctx: Context) -> None:
+        pass
+
+    stack = await stack_factory(worker=False)
+    event_id, _ = await stack.send("payment.succeeded")
+    await stack.wait_status(event_id, EventStatus.RECEIVED, EventStatus.QUEUED)
+    await _left_running(stack, event_id, registry.handlers_for("payment.succeeded")[0].name)
+    if then == "replay":  # a replay before any worker claims it again keeps the cut attempt too
+        code, _, err = await stack.cli("events", "replay", event_id)
+        assert code == 0, err
+    await stack.start_worker()
+    await stack.wait_status(event_id, EventStatus.PROCESSED)
+
+    runs = _handler(await _shown(stack, event_id), "steady")["runs"]
+    assert [(r["attempt"], r["status"]) for r in runs] == [(1, "interrupted"), (2, "succeeded")]
+    assert "worker stopped" in runs[0]["error"]
