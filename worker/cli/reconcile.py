@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from worker.cli.common import console, fail, print_json, run, settings_or_exit
-from worker.cli.text import VERBOSE_HELP, counted, say, wrapped
+from worker.cli.text import FEW, VERBOSE_HELP, counted, say, wrapped
 from worker.settings import Settings
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
@@ -160,20 +160,44 @@ def _by_kind(items: list[dict[str, Any]]) -> dict[str, list[str]]:
 
 
 def _print_counts(result: dict[str, Any]) -> None:
-    """Per kind: how many, and the first few ids; what is left to do, once."""
+    """Per kind: how many, and the first few ids. Dead and 404'd objects, which ask for a look,
+    one line each while they are few."""
     for kind, ids in _by_kind(result["repaired"]).items():
         say(wrapped(counted(ids, kind), "  "))
-    if result["dead"]:
-        say(wrapped(f"{len(result['dead'])} object(s) whose event is dead: run `dodo-worker events replay ID` "
+    dead, gone = result["dead"], result["not_found"]
+    if 0 < len(dead) <= FEW:
+        for item in dead:
+            say(wrapped(_dead_row(item), "  "))
+    elif dead:
+        say(wrapped(f"{len(dead)} object(s) whose event is dead: run `dodo-worker events replay ID` "
                     "once its handler is fixed (or `events replay --dead`):", ""))
-        for kind, ids in _by_kind(result["dead"]).items():
+        for kind, ids in _by_kind(dead).items():
             say(wrapped(counted(ids, kind), "  "))
-    if result["not_found"]:
-        say(f"{len(result['not_found'])} object(s) Dodo answers 404 for; left as they are:")
-        for kind, ids in _by_kind(result["not_found"]).items():
-            say(wrapped(counted(ids, kind), "  "))
-    if any(result[name] for name in ("repaired", "dead", "not_found")):
+    if 0 < len(gone) <= FEW:
+        for item in gone:
+            say(wrapped(_gone_row(item), "  "))
+    elif gone:
+        whys: dict[str, list[dict[str, Any]]] = {}
+        for item in gone:
+            whys.setdefault(item.get("why", LISTED_404), []).append(item)
+        for why, items in whys.items():
+            say(wrapped(f"{len(items)} object(s): {why} (404); left as they are:", ""))
+            for kind, ids in _by_kind(items).items():
+                say(wrapped(counted(ids, kind), "  "))
+    if result["repaired"] or len(dead) > FEW or len(gone) > FEW:
         say("--verbose lists every one.")
+
+
+LISTED_404 = "listed, but 404 when fetched"
+
+
+def _dead_row(dead: dict[str, Any]) -> str:
+    return (f"{dead['kind']} {dead['id']}: event {dead['event_id']} is dead; run `dodo-worker events "
+            f"replay {dead['event_id']}` once its handler is fixed")
+
+
+def _gone_row(gone: dict[str, Any]) -> str:
+    return f"{gone['kind']} {gone['id']}: {gone.get('why', LISTED_404)} (404); left as it is"
 
 
 def _print_every_row(result: dict[str, Any]) -> None:
@@ -182,8 +206,6 @@ def _print_every_row(result: dict[str, Any]) -> None:
         say(wrapped(f"{item['kind']} {item['id']} -> event {item['event_id']}" + (f" ({meta})" if meta else ""),
                     "  "))
     for dead in result["dead"]:
-        say(wrapped(f"{dead['kind']} {dead['id']}: event {dead['event_id']} is dead; run `dodo-worker events "
-                    f"replay {dead['event_id']}` once its handler is fixed", "  "))
+        say(wrapped(_dead_row(dead), "  "))
     for gone in result["not_found"]:
-        why = gone.get("why", "listed, but 404 when fetched")
-        say(wrapped(f"{gone['kind']} {gone['id']}: {why} (404); left as it is", "  "))
+        say(wrapped(_gone_row(gone), "  "))

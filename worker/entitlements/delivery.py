@@ -16,9 +16,9 @@ the row (`next_attempt_at` = now + lease), so a worker that dies mid-send only d
 Deliveries of one grant to one target go out in order: a delivery waits while an older one for
 the same grant and target is still pending, so `revoked` never overtakes `granted`.
 
-A change made outside the worker (the CLI) left one `outbox.FAN_OUT` row; each pass first
-expands those into deliveries with this worker's catalog, HOOKS_SIGNING_KEY and Python hooks
-(`expand_due`), so who made a change never decides who hears of it.
+A change made outside the worker (the CLI) left one `outbox.FAN_OUT` row; each claim first
+expands those into deliveries with this worker's catalog, HOOKS_SIGNING_KEY and Python hooks,
+so who made a change never decides who hears of it.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from typing import Any
 
 from arq.cron import cron
 from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from integrations.hooks import HookResult, hook_client, redact, send_hook
@@ -94,33 +95,46 @@ def due_query(now: datetime, *, urls: bool) -> Any:
     return query.order_by(DeliveryRow.created_at, DeliveryRow.id).limit(BATCH_SIZE)
 
 
-async def expand_due(runtime: Runtime) -> int:
-    """Expand up to BATCH_SIZE pending FAN_OUT rows, oldest first, each in the transaction that
-    marks it expanded (locked on PostgreSQL, so two workers never expand the same one)."""
-    db, settings = runtime.db, runtime.settings
-    catalog = runtime.resources.get("catalog") or Catalog.empty()
+async def _expand(session: AsyncSession, db: Database, settings: Settings, catalog: Catalog) -> int:
+    """Expand up to BATCH_SIZE pending FAN_OUT rows, oldest first, in the caller's transaction,
+    which marks them expanded (locked on PostgreSQL, so two workers never expand the same one)."""
     query = (select(DeliveryRow)
              .where(DeliveryRow.target == outbox.FAN_OUT, DeliveryRow.status == DeliveryStatus.PENDING)
              .order_by(DeliveryRow.created_at, DeliveryRow.id).limit(BATCH_SIZE))
     if db.dialect == "postgresql":
         query = query.with_for_update(skip_locked=True)
-    async with db.sessions() as session, session.begin():
-        rows = list(await session.scalars(query))
-        for row in rows:
-            written = await outbox.expand(session, settings, catalog, row)
-            log.info("hook %s %s for grant %s (changed outside the worker): %d delivery(ies)", row.id,
-                     row.event_type, row.grant_id, written)
+    rows = list(await session.scalars(query))
+    for row in rows:
+        written = await outbox.expand(session, settings, catalog, row)
+        log.info("hook %s %s for grant %s (changed outside the worker): %d delivery(ies)", row.id,
+                 row.event_type, row.grant_id, written)
     return len(rows)
 
 
-async def claim(db: Database, settings: Settings, now: datetime | None = None) -> list[Claimed]:
-    """Lease up to BATCH_SIZE due deliveries to this worker and count the attempt."""
+def catalog_of(runtime: Runtime) -> Catalog:
+    catalog = runtime.resources.get("catalog")
+    return catalog if isinstance(catalog, Catalog) else Catalog.empty()
+
+
+async def expand_due(runtime: Runtime) -> int:
+    """Expand what changes made outside the worker left (see `outbox.expand`); how many."""
+    async with runtime.db.sessions() as session, session.begin():
+        return await _expand(session, runtime.db, runtime.settings, catalog_of(runtime))
+
+
+async def claim(db: Database, settings: Settings, now: datetime | None = None,
+                catalog: Catalog | None = None) -> list[Claimed]:
+    """Lease up to BATCH_SIZE due deliveries to this worker and count the attempt. With the
+    worker's `catalog`, first expand the changes made outside it, in the same transaction
+    (one write transaction per pass: on SQLite each one takes the database's write lock)."""
     now = now or utcnow()
     lease_until = now + timedelta(seconds=settings.HOOKS_TIMEOUT_SECONDS + LEASE_MARGIN_SECONDS)
     query = due_query(now, urls=settings.HOOKS_SIGNING_KEY is not None)
     if db.dialect == "postgresql":
         query = query.with_for_update(skip_locked=True, of=DeliveryRow)
     async with db.sessions() as session, session.begin():
+        if catalog is not None:
+            await _expand(session, db, settings, catalog)
         rows = list(await session.scalars(query))
         for row in rows:
             row.attempts += 1
@@ -173,10 +187,9 @@ async def record(db: Database, settings: Settings, item: Claimed, result: HookRe
 async def deliver_due(runtime: Runtime) -> int:
     """One pass: claim, send concurrently (at most one per grant and target), record."""
     settings = runtime.settings
-    expanded = await expand_due(runtime)
-    items = await claim(runtime.db, settings)
+    items = await claim(runtime.db, settings, catalog=catalog_of(runtime))
     if not items:
-        return expanded
+        return 0
     secret = settings.HOOKS_SIGNING_KEY.get_secret_value() if settings.HOOKS_SIGNING_KEY else ""
     timeout = settings.HOOKS_TIMEOUT_SECONDS
     # One client per process (loading the CA bundle takes ~20 ms); Runtime.close closes it.
@@ -200,7 +213,7 @@ async def deliver_due(runtime: Runtime) -> int:
                 item.grant_id, where, result.detail, item.attempts, status)
 
     await asyncio.gather(*(one(item) for item in items))
-    return expanded + len(items)
+    return len(items)
 
 
 async def deliver_hooks_job(ctx: dict[str, Any]) -> int:

@@ -111,12 +111,13 @@ async def expand(session: AsyncSession, settings: Settings, catalog: Catalog, ro
     writes nothing. They keep its `created_at`, so they queue behind older deliveries of the
     grant and ahead of newer ones, in the order the changes happened."""
     now = utcnow()
+    due = row.next_attempt_at or row.created_at  # due already: the claim in this transaction takes them
     written = 0
     for target in body_targets(settings, catalog, row.event_type, row.payload):
         written += await insert_ignore(session, DeliveryRow, {
             "id": expanded_id(row.id, target), "grant_id": row.grant_id, "target": target,
             "event_type": row.event_type, "payload": row.payload, "status": DeliveryStatus.PENDING,
-            "attempts": 0, "next_attempt_at": now, "created_at": row.created_at,
+            "attempts": 0, "next_attempt_at": due, "created_at": row.created_at,
         })
     row.status, row.delivered_at, row.next_attempt_at = EXPANDED, now, None
     row.attempts += 1
