@@ -63,7 +63,7 @@ async def test_revoke_from_a_shell_without_the_key_reaches_the_hook_and_the_pyth
     endpoint = HookEndpoint()
     try:
         async with serve(endpoint) as base:
-            catalog = write_catalog(tmp_path / "worker", hooks=[f"{base}/provision"])
+            catalog = write_catalog(tmp_path / "worker", hooks=[f"{base}/provision?token=s3cret"])
             stack: Stack = await stack_factory(ENTITLEMENTS_FILE=str(catalog), HOOKS_SIGNING_KEY=generate_secret(),
                                                HOOKS_ALLOW_PRIVATE_NETWORKS=True)
             await send_and_wait(stack, "payment.succeeded", payment("pay_shell", [(PRODUCT, 1)]))
@@ -101,8 +101,16 @@ async def test_revoke_from_a_shell_without_the_key_reaches_the_hook_and_the_pyth
     assert len(calls_of(endpoint, "entitlement.revoked", key["id"])) == 1
     rows = await deliveries(stack, key["id"])
     revoked = {r.target: r.status for r in rows if r.event_type == "entitlement.revoked"}
-    assert revoked == {FAN_OUT: EXPANDED, f"{base}/provision": "delivered",
+    assert revoked == {FAN_OUT: EXPANDED, f"{base}/provision?token=s3cret": "delivered",
                        f"python:{tell_crm.__module__}.{tell_crm.__qualname__}": "delivered"}
+
+    # Support sees, from the same shell, that the hook was told (the URL without its query).
+    code, out, err = await bare_shell(tmp_path / "support", stack.settings.DATABASE_URL,
+                                      "grants", "show", key["id"], "--json")
+    assert code == 0, err
+    told = {(d["event_type"], d["target"], d["status"]) for d in json.loads(out)["deliveries"]}
+    assert ("entitlement.revoked", f"{base}/provision", "delivered") in told
+    assert "s3cret" not in out
 
 
 async def test_restore_from_a_shell_is_told_after_the_revoke(stack_factory: Any, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import typer
 
 from worker.cli.common import fail, print_json, run, settings_or_exit
+from worker.cli.hooks import delivery_summary
 from worker.cli.text import JSON_HELP, say, wrapped
 from worker.entitlements.backfill import LinkReport, link_stored_payments
 from worker.entitlements.catalog import Catalog, load_catalog
@@ -107,9 +108,7 @@ async def _show(settings: Settings, text: str) -> dict[str, Any] | None:
             if "file" in shown:
                 shown["file"]["downloads"] = grant.downloads
             shown["audit"] = [audit_json(a) for a in await audit_trail(session, grant.id)]
-            shown["deliveries"] = [
-                {"id": d.id, "target": d.target, "event_type": d.event_type, "status": d.status,
-                 "attempts": d.attempts, "last_error": d.last_error} for d in await deliveries_of(session, grant.id)]
+            shown["deliveries"] = [delivery_summary(d) for d in await deliveries_of(session, grant.id)]
             return shown
     finally:
         await db.dispose()
