@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
@@ -89,3 +90,113 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class StoreUnavailable(Exception):
+    """The database cannot serve a process or a command; the message is one line that names the fix."""
+
+
+class SchemaMissing(StoreUnavailable):
+    """No tables (or an older schema than this dodo-worker's): `dodo-worker db upgrade` fixes it."""
+
+
+class DatabaseUnreachable(StoreUnavailable):
+    """The server refused, timed out or rejected the credentials."""
+
+
+UPGRADE_HINT = "run `dodo-worker db upgrade`"
+
+
+def display_url(url: str) -> str:
+    """The URL as it may be printed: the password is never shown."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL at all: print none of it
+        return "(not a URL)"
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL (None for other databases and in-memory ones)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    if parsed.query.get("mode") == "memory" or parsed.database.startswith("file:"):
+        return None
+    return Path(parsed.database)
+
+
+def no_tables(url: str) -> SchemaMissing:
+    return SchemaMissing(f"the database at {display_url(url)} has no tables: {UPGRADE_HINT}")
+
+
+def unreachable(url: str, exc: BaseException) -> DatabaseUnreachable:
+    return DatabaseUnreachable(f"cannot reach the database ({display_url(url)}): {short_reason(exc)}")
+
+
+def short_reason(exc: BaseException) -> str:
+    """The driver's own words, first line only (SQLAlchemy's message adds the SQL and a link)."""
+    cause = _chain(exc)[-1]
+    text = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+    reason = f"{type(cause).__name__}: {text}" if text else type(cause).__name__
+    return reason if len(reason) <= 200 else reason[:197] + "..."
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = getattr(current, "orig", None) or current.__cause__
+    return seen
+
+
+def is_missing_table(exc: BaseException) -> bool:
+    """A query failed because our tables are not there (SQLite or PostgreSQL)."""
+    for error in _chain(exc):
+        words = f"{type(error).__name__} {error}".lower()
+        if "no such table" in words or "undefinedtable" in words or (
+            "relation" in words and "does not exist" in words
+        ):
+            return True
+    return False
+
+
+# asyncpg's errors for a server that is there but will not let us in (wrapped as a DBAPIError).
+ASYNCPG_CONNECT_ERRORS = frozenset({
+    "InvalidPasswordError", "InvalidAuthorizationSpecificationError", "InvalidCatalogNameError",
+    "CannotConnectNowError", "ConnectionDoesNotExistError", "TooManyConnectionsError",
+    "ConnectionFailureError", "ClientCannotConnectError",
+})
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """The database could not be reached (refused, reset, timed out, bad credentials, no such file)."""
+    from sqlalchemy import exc as sa_exc
+
+    if is_missing_table(exc):
+        return False
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.DisconnectionError
+                  | sa_exc.TimeoutError):
+        return True
+    return any(isinstance(error, OSError | TimeoutError) or type(error).__name__ in ASYNCPG_CONNECT_ERRORS
+               for error in _chain(exc))
+
+
+def bad_url(url: str, exc: BaseException) -> StoreUnavailable:
+    return StoreUnavailable(f"DATABASE_URL {display_url(url)} cannot be used ({short_reason(exc)}): use "
+                            "sqlite+aiosqlite:///./dodo-worker.db or postgresql+asyncpg://user@host:5432/db")
+
+
+def store_problem(url: str, exc: BaseException) -> StoreUnavailable | None:
+    """The one-line problem a database failure stands for, or None when it is not one of those."""
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    if isinstance(exc, StoreUnavailable):
+        return exc
+    if isinstance(exc, ArgumentError | NoSuchModuleError | ModuleNotFoundError):
+        return bad_url(url, exc)
+    if is_missing_table(exc):
+        return no_tables(url)
+    if is_connection_error(exc):
+        return unreachable(url, exc)
+    return None

@@ -12,6 +12,7 @@ from sqlalchemy import text
 from worker import metrics
 from worker.runtime import Runtime
 from worker.store import EventStatus, inbox
+from worker.store.database import is_missing_table
 from worker.store.models import utcnow
 from worker.web.responses import json_response
 
@@ -23,31 +24,37 @@ async def health() -> Response[bytes]:
     return json_response({"status": "ok"})
 
 
-async def _sql_ok(runtime: Runtime) -> bool:
+OK, UNAVAILABLE, NO_TABLES = "ok", "unavailable", "no tables"
+# Reads no row, but fails when the inbox table is gone (tables dropped, or the wrong database).
+SCHEMA_PROBE = text("SELECT 1 FROM events WHERE 1 = 0")
+
+
+async def _sql_state(runtime: Runtime) -> str:
     try:
         async with runtime.db.engine.connect() as conn:
-            await asyncio.wait_for(conn.execute(text("SELECT 1")), CHECK_TIMEOUT_SECONDS)
-        return True
-    except Exception:
-        return False
+            await asyncio.wait_for(conn.execute(SCHEMA_PROBE), CHECK_TIMEOUT_SECONDS)
+        return OK
+    except Exception as exc:
+        return NO_TABLES if is_missing_table(exc) else UNAVAILABLE
 
 
-async def _redis_ok(runtime: Runtime) -> bool:
+async def _redis_state(runtime: Runtime) -> str:
     try:
-        return bool(await asyncio.wait_for(runtime.redis.ping(), CHECK_TIMEOUT_SECONDS))
+        return OK if await asyncio.wait_for(runtime.redis.ping(), CHECK_TIMEOUT_SECONDS) else UNAVAILABLE
     except Exception:
-        return False
+        return UNAVAILABLE
 
 
 @get("/ready")
 async def ready(state: State) -> Response[bytes]:
     runtime: Runtime = state.runtime
-    sql, redis = await asyncio.gather(_sql_ok(runtime), _redis_ok(runtime))
-    checks = {"sql": "ok" if sql else "unavailable", "redis": "ok" if redis else "unavailable"}
-    if sql and redis:
+    sql, redis = await asyncio.gather(_sql_state(runtime), _redis_state(runtime))
+    checks = {"sql": sql, "redis": redis}
+    if sql == OK and redis == OK:
         return json_response({"status": "ready", **checks})
-    failed = " and ".join(name for name, ok in (("sql", sql), ("redis", redis)) if not ok)
-    return json_response({"error": f"{failed} unavailable", **checks}, status_code=503)
+    failed = [f"{name} {'has no tables: run dodo-worker db upgrade' if value == NO_TABLES else value}"
+              for name, value in checks.items() if value != OK]
+    return json_response({"error": " and ".join(failed), **checks}, status_code=503)
 
 
 @get("/metrics")
