@@ -1,8 +1,10 @@
-"""Keep an arq worker running: rebuild it after Redis drops, stop it gracefully on a signal.
+"""Keep an arq worker running: rebuild it after Redis or the database drops, stop it gracefully
+on a signal.
 
-arq's `Worker` exits when its Redis connection fails mid-poll. A merchant's worker should ride
-out a Redis restart without a process manager noticing, so we run it in a loop: on a lost
-connection, log it, wait (with back-off) and start a fresh Worker on the same settings.
+arq's `Worker` exits when its Redis connection fails mid-poll (and a fresh one when its start-up,
+which reads SQL, fails). A merchant's worker should ride out a Redis or database restart without
+a process manager noticing, so we run it in a loop: on a lost connection, log which one was lost,
+wait (with back-off) and start a fresh Worker on the same settings.
 """
 
 from __future__ import annotations
@@ -15,10 +17,14 @@ from typing import Any
 
 from arq.worker import Worker
 from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
 
 from worker.jobs import build_worker, stop_gracefully
 from worker.registry import Registry, load_handler_modules
+from worker.runtime import connection_problem, redis_display_url
 from worker.settings import Settings
+from worker.store.database import StoreUnavailable
+from worker.store.migrate import check_schema
 
 log = logging.getLogger("dodo_worker.supervisor")
 RESTART_DELAYS = (0.5, 1, 2, 5, 10)
@@ -56,14 +62,29 @@ class WorkerSupervisor:
             # would wait for arq to run its job again (or, if Redis lost it, for the sweeper).
             with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
                 await stop_gracefully(self.current, self.settings.SHUTDOWN_GRACE_SECONDS)
-            if error is not None and not isinstance(error, RedisError | OSError | TimeoutError):
+            if error is not None and not _lost_connection(self.settings, error):
                 raise error
             delay = RESTART_DELAYS[min(failures, len(RESTART_DELAYS) - 1)]
             failures += 1
             self.restarts += 1
-            log.error("lost Redis (%s); starting the worker again in %ss", type(error).__name__, delay)
+            log.error("%s; starting the worker again in %ss", await self._what_was_lost(error), delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
+
+    async def _what_was_lost(self, error: BaseException | None) -> str:
+        """Which of Redis and the database went away. A bare OSError or timeout could be either
+        (arq's Redis or asyncpg), so then the database is asked."""
+        if not isinstance(error, RedisError):
+            problem = connection_problem(self.settings, error) if isinstance(error, SQLAlchemyError) else None
+            if problem is None:
+                try:
+                    await check_schema(self.settings.DATABASE_URL)
+                except StoreUnavailable as exc:
+                    problem = exc
+            if problem is not None:
+                return f"lost the database: {problem}"
+        where = redis_display_url(self.settings.REDIS_URL or "")
+        return f"lost Redis at {where} ({type(error).__name__})"
 
     def request_stop(self) -> None:
         self._stopping.set()
@@ -77,6 +98,11 @@ class WorkerSupervisor:
         log.info("%s: finishing running jobs (up to %ss), then stopping", sig.name,
                  self.settings.SHUTDOWN_GRACE_SECONDS)
         self.request_stop()
+
+
+def _lost_connection(settings: Settings, error: BaseException) -> bool:
+    """Redis or the database went away (worth starting again), rather than a bug."""
+    return isinstance(error, RedisError | OSError | TimeoutError) or connection_problem(settings, error) is not None
 
 
 async def run_worker(settings: Settings) -> None:

@@ -5,21 +5,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+from collections.abc import Generator
 from pathlib import Path
 
 import typer
 import uvicorn
 
-from worker.cli.common import DEV_REDIS_FILE, DEV_STATE_DIR, console, fail, settings_or_exit
+from worker.cli.common import DEV_REDIS_FILE, DEV_STATE_DIR, console, fail, run, settings_or_exit
+from worker.cli.db import upgrade_or_exit
 from worker.embedded_redis import EmbeddedRedis
 from worker.logs import configure_logging
 from worker.registry import RegistryError
+from worker.runtime import BadRedisURL, RedisUnavailable, check_connections, check_redis
 from worker.settings import ConfigError, Settings
 from worker.signing import generate_secret
-from worker.store.migrate import upgrade
 from worker.supervisor import WorkerSupervisor, run_worker
 
 log = logging.getLogger("dodo_worker.cli")
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server without its last act: once shut down on a signal, uvicorn raises that
+    signal again, which kills `dev` (SIGTERM) before it stops its worker and its embedded Redis, or
+    ends it with a KeyboardInterrupt traceback (Ctrl-C). We have shut down cleanly by then."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                getattr(self, "_captured_signals", []).clear()
 
 
 def _server(settings: Settings, host: str, port: int) -> uvicorn.Server:
@@ -29,7 +46,7 @@ def _server(settings: Settings, host: str, port: int) -> uvicorn.Server:
         app = create_app(settings)
     except ConfigError as exc:
         fail(f"configuration error: {exc}")
-    return uvicorn.Server(server_config(app, settings, host, port))
+    return Server(server_config(app, settings, host, port))
 
 
 def server_config(app: object, settings: Settings, host: str, port: int) -> uvicorn.Config:
@@ -49,8 +66,9 @@ def web_command(
     """Run the webhook receiver and the HTTP API."""
     settings = settings_or_exit()
     configure_logging(settings.LOG_LEVEL)
-    if not settings.REDIS_URL:
-        fail("REDIS_URL is not set (use `dodo-worker dev` for an embedded Redis)")
+    redis_url = _redis_url_or_exit(settings)
+    _connections_or_exit(settings, redis=False)
+    _warn_without_redis(redis_url)
     _server(settings, host or settings.HOST, port or settings.PORT).run()
 
 
@@ -58,13 +76,35 @@ def worker_command() -> None:
     """Run the arq worker: handlers, retries, the sweeper and scheduled jobs."""
     settings = settings_or_exit()
     configure_logging(settings.LOG_LEVEL)
-    if not settings.REDIS_URL:
-        fail("REDIS_URL is not set (use `dodo-worker dev` for an embedded Redis)")
+    _redis_url_or_exit(settings)
     _check_or_exit(settings)
+    _connections_or_exit(settings, redis=True)
     try:
         asyncio.run(run_worker(settings))
     except RegistryError as exc:
         fail(str(exc))
+
+
+def _redis_url_or_exit(settings: Settings) -> str:
+    if not settings.REDIS_URL:
+        fail("REDIS_URL is not set (use `dodo-worker dev` for an embedded Redis)")
+    return settings.REDIS_URL
+
+
+def _connections_or_exit(settings: Settings, *, redis: bool) -> None:
+    """One line and exit 2 when the database (or Redis) does not answer or has no tables."""
+    run(check_connections(settings, redis=redis), check_database=False)
+
+
+def _warn_without_redis(redis_url: str) -> None:
+    """`web` starts without Redis (it stores webhooks, the sweeper queues them later), but not
+    with a REDIS_URL that is not one."""
+    try:
+        asyncio.run(check_redis(redis_url))
+    except BadRedisURL as exc:
+        fail(str(exc))
+    except RedisUnavailable as exc:
+        log.warning("%s; webhooks are stored meanwhile and queued once it answers", exc)
 
 
 def _check_or_exit(settings: Settings) -> None:
@@ -98,21 +138,44 @@ def dev_command(
         settings = settings_or_exit(DODO_PAYMENTS_WEBHOOK_KEY=secret)
         console.print(f"generated a test webhook secret and saved it in .env:\n  {secret}")
     _check_or_exit(settings)
-    embedded: EmbeddedRedis | None = None
-    if not settings.REDIS_URL or not _reachable_dev_redis(settings):
-        embedded = EmbeddedRedis().start()
-        settings.REDIS_URL = embedded.url
-        DEV_STATE_DIR.mkdir(exist_ok=True)
-        DEV_REDIS_FILE.write_text(embedded.url)
-        console.print(f"started an embedded Redis at {embedded.url}")
+    upgrade_or_exit(settings)
+    with _exit_on_sigterm():  # until uvicorn takes the signals, and after: still clean up
+        embedded = _dev_redis(settings)
+        try:
+            asyncio.run(_dev(settings, port))
+        except RegistryError as exc:
+            fail(str(exc))
+        finally:
+            if embedded is not None:
+                DEV_REDIS_FILE.unlink(missing_ok=True)
+                embedded.close()
+
+
+def _dev_redis(settings: Settings) -> EmbeddedRedis | None:
+    """The embedded Redis `dev` starts when REDIS_URL is not set (None: the one set answers)."""
+    if settings.REDIS_URL and _reachable_dev_redis(settings):
+        run(check_redis(settings.REDIS_URL), check_database=False)
+        return None
+    embedded = EmbeddedRedis().start()
+    settings.REDIS_URL = embedded.url
+    DEV_STATE_DIR.mkdir(exist_ok=True)
+    DEV_REDIS_FILE.write_text(embedded.url)
+    console.print(f"started an embedded Redis at {embedded.url}")
+    return embedded
+
+
+@contextlib.contextmanager
+def _exit_on_sigterm() -> Generator[None, None, None]:
+    """SIGTERM as SystemExit (like Ctrl-C's KeyboardInterrupt), so `finally` blocks run."""
+
+    def _exit(_signum: int, _frame: object) -> None:
+        raise SystemExit(0)
+
+    previous = signal.signal(signal.SIGTERM, _exit)
     try:
-        asyncio.run(_dev(settings, port))
-    except RegistryError as exc:
-        fail(str(exc))
+        yield
     finally:
-        if embedded is not None:
-            DEV_REDIS_FILE.unlink(missing_ok=True)
-            embedded.close()
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _reachable_dev_redis(settings: Settings) -> bool:
@@ -132,7 +195,6 @@ def _reachable_dev_redis(settings: Settings) -> bool:
 
 
 async def _dev(settings: Settings, port: int) -> None:
-    await upgrade(settings.DATABASE_URL)
     supervisor = WorkerSupervisor(settings)
     server = _server(settings, "127.0.0.1", port)
     console.print(
