@@ -13,6 +13,7 @@ from arq.worker import Worker, func
 
 from worker import queue
 from worker.dispatch import events_with_plain_handlers, process_events
+from worker.logs import quiet_cron_jobs
 from worker.registry import Registry, load_handler_modules
 from worker.resources import extra_cron_jobs, extra_functions, open_resources
 from worker.runtime import Runtime
@@ -128,6 +129,7 @@ def build_worker(
         **queue.SERIALIZERS,
     }
     options.update(overrides)
+    quiet_cron_jobs([job.name for job in options["cron_jobs"]])
     return Worker(**options)
 
 
