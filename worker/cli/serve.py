@@ -67,9 +67,10 @@ def web_command(
     settings = settings_or_exit()
     configure_logging(settings.LOG_LEVEL)
     redis_url = _redis_url_or_exit(settings)
+    server = _server(settings, host or settings.HOST, port or settings.PORT)  # configuration first
     _connections_or_exit(settings, redis=False)
     _warn_without_redis(redis_url)
-    _server(settings, host or settings.HOST, port or settings.PORT).run()
+    server.run()
 
 
 def worker_command() -> None:
