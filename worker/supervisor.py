@@ -105,7 +105,7 @@ def _lost_connection(settings: Settings, error: BaseException) -> bool:
     return isinstance(error, RedisError | OSError | TimeoutError) or connection_problem(settings, error) is not None
 
 
-async def run_worker(settings: Settings) -> None:
-    supervisor = WorkerSupervisor(settings)
+async def run_worker(supervisor: WorkerSupervisor) -> None:
+    """The `worker` process: the supervisor, stopped gracefully by SIGINT or SIGTERM."""
     supervisor.install_signal_handlers()
     await supervisor.run()

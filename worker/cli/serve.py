@@ -79,9 +79,13 @@ def worker_command() -> None:
     configure_logging(settings.LOG_LEVEL)
     _redis_url_or_exit(settings)
     _check_or_exit(settings)
+    try:  # imports the handler modules: their mistakes are said before the database's
+        supervisor = WorkerSupervisor(settings)
+    except RegistryError as exc:
+        fail(str(exc))
     _connections_or_exit(settings, redis=True)
     try:
-        asyncio.run(run_worker(settings))
+        asyncio.run(run_worker(supervisor))
     except RegistryError as exc:
         fail(str(exc))
 
