@@ -225,3 +225,16 @@ async def test_an_attempt_cut_short_by_a_dead_worker_is_kept(stack_factory, regi
     runs = _handler(await _shown(stack, event_id), "steady")["runs"]
     assert [(r["attempt"], r["status"]) for r in runs] == [(1, "interrupted"), (2, "succeeded")]
     assert "worker stopped" in runs[0]["error"]
+
+
+async def test_a_handler_that_skips_an_event_says_so_on_the_event(stack_factory, registry: Registry) -> None:
+    @registry.on("payment.succeeded")
+    async def picky(event: Event, ctx: Context) -> None:
+        ctx.note("skipped: test-mode payment")
+
+    stack = await stack_factory()
+    event_id, _ = await stack.send("payment.succeeded")
+    await stack.wait_status(event_id, EventStatus.PROCESSED)
+    handler = _handler(await _shown(stack, event_id), "picky")
+    assert handler["note"] == "skipped: test-mode payment"
+    assert [r["note"] for r in handler["runs"]] == ["skipped: test-mode payment"]

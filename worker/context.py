@@ -24,7 +24,8 @@ class Context:
     - `settings`, `log` (bound to the event id and handler), `attempt` (1, 2, ...);
     - `idempotency_key`: stable across every attempt of this handler on this event; pass it to
       outside systems that deduplicate;
-    - `resources`: process-wide objects (HTTP clients, the entitlements catalog, ...).
+    - `resources`: process-wide objects (HTTP clients, the entitlements catalog, ...);
+    - `note(text)`: say on the event what the handler chose not to do and why (`events show`).
     """
 
     session: AsyncSession
@@ -38,6 +39,13 @@ class Context:
     @property
     def idempotency_key(self) -> str:
         return f"{self.event_id}:{self.handler}"
+
+    def note(self, text: str) -> None:
+        """Record `text` on this handler's attempt (shown by `events show`, logged once it
+        commits): a handler that skips an event should say so rather than return silently."""
+        from worker.store import inbox
+
+        inbox.add_note(self.session, self.event_id, text)
 
     @property
     def dodo(self) -> AsyncDodoPayments | None:

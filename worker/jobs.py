@@ -78,6 +78,9 @@ def make_startup(settings: Settings, registry: Registry | None, runtime: Runtime
         swept = await sweep(rt, older_than=0)
         log.info("worker ready: %d handler(s), queue %r, %d event(s) swept at start",
                  len(rt.registry), settings.QUEUE_NAME, swept)
+        if not len(rt.registry):
+            log.warning("no handlers registered: events are stored and marked ignored. Add a catalog "
+                        "(entitlements.toml or ENTITLEMENTS_FILE) or list your modules in HANDLER_MODULES")
 
     return startup
 

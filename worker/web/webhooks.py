@@ -22,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from worker.events import object_id
 from worker.runtime import Runtime
+from worker.store.database import is_missing_table
 from worker.store.inbox import NewEvent
 from worker.verify import SignatureError, Verifier
 from worker.web.inbox_writer import InboxWriter
@@ -144,6 +145,9 @@ async def receive_webhook(request: Request, state: State) -> Response[bytes]:
     try:
         inserted = await writer.submit(new_event)
     except (SQLAlchemyError, OSError, TimeoutError) as exc:
+        if is_missing_table(exc):  # dropped while running (web does not start without them)
+            log.error("the store has no tables, answering 503 so Dodo retries: run `dodo-worker db upgrade`")
+            return _reject(request, runtime, 503, "store_unavailable", "store has no tables, retry later")
         log.error("store unavailable, answering 503 so Dodo retries: %s", type(exc).__name__)
         return _reject(request, runtime, 503, "store_unavailable", "store unavailable, retry later")
 
