@@ -125,6 +125,18 @@ def test_the_worker_with_redis_unreachable_is_one_line_naming_redis(tmp_path: Pa
     assert PASSWORD not in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("command", ["web", "dev"])
+def test_a_port_in_use_is_one_line_before_anything_starts(tmp_path: Path, redis_url: str, command: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        where = ["--host", "127.0.0.1"] if command == "web" else []  # dev listens on 127.0.0.1
+        result = cli(tmp_path, command, *where, "--port", str(port), REDIS_URL=redis_url)
+    assert_one_line(result, f"cannot listen on 127.0.0.1:{port}", "--port")
+    assert not (tmp_path / "dodo-worker.db").exists() and not (tmp_path / ".env").exists(), "nothing started"
+
+
 @pytest.mark.parametrize("command", [("worker",), ("web",)], ids=" ".join)
 def test_a_redis_url_that_is_not_one_is_one_line(tmp_path: Path, database_url: str,
                                                   command: tuple[str, ...]) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Generator
 from pathlib import Path
 
@@ -68,6 +69,7 @@ def web_command(
     configure_logging(settings.LOG_LEVEL)
     redis_url = _redis_url_or_exit(settings)
     server = _server(settings, host or settings.HOST, port or settings.PORT)  # configuration first
+    _port_free_or_exit(host or settings.HOST, port or settings.PORT)
     _connections_or_exit(settings, redis=False)
     _warn_without_redis(redis_url)
     server.run()
@@ -88,6 +90,18 @@ def worker_command() -> None:
         asyncio.run(run_worker(supervisor))
     except RegistryError as exc:
         fail(str(exc))
+
+
+def _port_free_or_exit(host: str, port: int) -> None:
+    """One line instead of uvicorn's bind error after the whole stack has started (the port
+    could still be taken in between; uvicorn then reports it as before)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            fail(f"cannot listen on {host}:{port} ({exc.strerror or exc}): stop what holds it "
+                 "(another dodo-worker?) or choose another port with --port or PORT")
 
 
 def _redis_url_or_exit(settings: Settings) -> str:
@@ -138,6 +152,7 @@ def dev_command(
     settings = settings_or_exit()
     configure_logging(settings.LOG_LEVEL)
     port = port or settings.PORT
+    _port_free_or_exit("127.0.0.1", port)
     if not settings.webhook_secrets:
         secret = _dev_secret()
         settings = settings_or_exit(DODO_PAYMENTS_WEBHOOK_KEY=secret)
@@ -186,7 +201,6 @@ def _exit_on_sigterm() -> Generator[None, None, None]:
 def _reachable_dev_redis(settings: Settings) -> bool:
     """A REDIS_URL taken from a stale .dev/redis-url (no dev running) is not to be used."""
     import os
-    import socket
     from urllib.parse import urlparse
 
     if "REDIS_URL" in os.environ or not DEV_REDIS_FILE.exists():
