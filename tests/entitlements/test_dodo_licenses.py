@@ -26,13 +26,13 @@ from tests.entitlements.conftest import (
     send_and_wait,
 )
 from tests.entitlements.test_licenses import call, refused
-from tests.fakedodo import FakeDodo, serve
-from tests.fakedodo import data as dodo_data
-from tests.fakedodo.server import LICENSE_ROUTES
 from tests.fakedodo.test_spec import spec, validator
 from tests.support import Stack
 from worker.entitlements.licenses import Licenses
 from worker.entitlements.models import ActivationRow, AuditRow, GrantRow
+from worker.testing.fakedodo import FakeDodo, serve
+from worker.testing.fakedodo import data as dodo_data
+from worker.testing.fakedodo.server import LICENSE_ROUTES
 
 KEY = "db44b22c-fe9b-4a68-bf0d-b0e0d6c6c8c0"
 KEY_ID = "lic_dodo_1"

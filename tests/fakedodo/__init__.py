@@ -1,24 +1,6 @@
-"""A fake Dodo Payments REST API for tests and the benchmark (see server.py)."""
+"""The fake Dodo API now ships in the package (worker/testing/fakedodo/); these names stay for
+the project's tests and `python -m tests.fakedodo` (the benchmark)."""
 
-from __future__ import annotations
-
-import contextlib
-from collections.abc import AsyncIterator
-
-import uvicorn
-
-from tests.fakedodo.server import FakeDodo
-
-
-@contextlib.asynccontextmanager
-async def serve(fake: FakeDodo) -> AsyncIterator[str]:
-    """Serve `fake` over real HTTP on 127.0.0.1 in this event loop; yields its base URL."""
-    from tests.support import free_port, serving
-
-    config = uvicorn.Config(fake, host="127.0.0.1", port=free_port(), log_level="warning",
-                            access_log=False, lifespan="off")
-    async with serving(config, what="the fake Dodo API to start") as url:
-        yield url
-
+from worker.testing.fakedodo import FakeDodo, serve
 
 __all__ = ["FakeDodo", "serve"]

@@ -1,5 +1,5 @@
 """`python -m tests.fakedodo --port 8123 --payments 10000`: the fake Dodo API on its own."""
 
-from tests.fakedodo.server import main
+from worker.testing.fakedodo.server import main
 
 main()

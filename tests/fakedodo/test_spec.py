@@ -16,9 +16,9 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from tests.dodo_spec import SPEC
-from tests.fakedodo import FakeDodo, serve
-from tests.fakedodo.data import populate, subscription
-from tests.fakedodo.server import ROUTES, DetailRoute, ListRoute
+from worker.testing.fakedodo import FakeDodo, serve
+from worker.testing.fakedodo.data import populate, subscription
+from worker.testing.fakedodo.server import ROUTES, DetailRoute, ListRoute
 
 SPEC_URI = "urn:dodo-openapi"
 

@@ -15,10 +15,10 @@ from redis.asyncio import Redis
 from sqlalchemy import select
 
 from tests.entitlements.conftest import catalog_path, registry  # noqa: F401 - fixtures used here
-from tests.fakedodo import FakeDodo, serve
 from tests.support import Stack
 from worker.entitlements.models import GrantRow
 from worker.store import EventRow, EventSource
+from worker.testing.fakedodo import FakeDodo, serve
 
 
 @dataclass

@@ -8,10 +8,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from tests.fakedodo.data import populate
 from tests.reconcile.conftest import Dodo
 from tests.support import free_port
 from worker.reconcile.lock import ScanLock, lock_key
+from worker.testing.fakedodo.data import populate
 
 
 async def test_json_is_one_object_and_repaired_is_empty_when_nothing_is_missing(

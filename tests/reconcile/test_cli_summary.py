@@ -7,8 +7,8 @@ import json
 import re
 from typing import Any
 
-from tests.fakedodo.data import populate
 from tests.reconcile.conftest import Dodo
+from worker.testing.fakedodo.data import populate
 
 
 async def test_dry_run_summarises_by_kind_and_verbose_lists_every_object(stack_factory: Any, dodo: Dodo) -> None:

@@ -9,8 +9,6 @@ from typing import Any
 from redis.asyncio import Redis
 from sqlalchemy import select
 
-from tests.fakedodo import data
-from tests.fakedodo.data import populate
 from tests.reconcile.conftest import Dodo
 from tests.support import Stack, wait_until
 from worker import Context, Event
@@ -18,6 +16,8 @@ from worker.reconcile.job import SETTLE
 from worker.reconcile.lock import lock_key
 from worker.reconcile.models import ReconcileRunRow, ReconcileStateRow
 from worker.registry import Registry
+from worker.testing.fakedodo import data
+from worker.testing.fakedodo.data import populate
 
 # Once a day (at midnight) so that no scheduled tick lands inside a test; the worker's start-up
 # run is what these tests watch.

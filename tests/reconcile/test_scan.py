@@ -13,13 +13,13 @@ from typing import Any
 from sqlalchemy import func, select
 
 from tests.entitlements.conftest import FILE_ONLY, entitlements
-from tests.fakedodo.data import dispute, populate
 from tests.reconcile.conftest import Dodo, as_delivered, grants_by_payment
 from tests.support import Stack
 from worker import Context, Event
 from worker.reconcile.models import ReconcileRunRow, ReconcileStateRow
 from worker.registry import Registry
 from worker.store import EventRow
+from worker.testing.fakedodo.data import dispute, populate
 
 
 class Ledger:

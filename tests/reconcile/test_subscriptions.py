@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from tests.entitlements.conftest import KEY_ONLY, entitlements
-from tests.fakedodo.data import populate
 from tests.reconcile.conftest import Dodo, grants_by_payment
 from tests.support import Stack
+from worker.testing.fakedodo.data import populate
 
 
 async def deliver(stack: Stack, event_type: str, sub: dict[str, Any]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tests.fakedodo.server import FakeDodo, iso
+from worker.testing.fakedodo.server import FakeDodo, iso
 
 BILLING = {"city": "San Francisco", "country": "US", "state": "CA", "street": "1 Market St", "zipcode": "94105"}
 

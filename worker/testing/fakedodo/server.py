@@ -3,14 +3,14 @@ refunds, disputes and subscriptions, with Dodo's paging (`page_size` ≤ 100, `p
 `{"items": [...]}`, no total), its filters, bearer auth, and 429s with `Retry-After` on demand.
 
 `ROUTES` below is the one table of what it serves (paths, query parameters, response schemas);
-tests/fakedodo/test_spec.py checks that table, and every answer's shape, against Dodo's published
-OpenAPI spec so the fake cannot drift from the real API.
+the project's tests/fakedodo/test_spec.py checks that table, and every answer's shape, against
+Dodo's published OpenAPI spec so the fake cannot drift from the real API.
 
 It also serves Dodo's public licence endpoints (`FakeLicenses`, `LICENSE_ROUTES`: activate,
-validate, deactivate, with each key's `instances_count`); tests/entitlements/test_dodo_licenses.py
-checks those against the spec.
+validate, deactivate, with each key's `instances_count`); the project's
+tests/entitlements/test_dodo_licenses.py checks those against the spec.
 
-Run it alone (the benchmark does): python -m tests.fakedodo --port 8123 --payments 10000
+Run it alone (the benchmark does): python -m worker.testing.fakedodo --port 8123 --payments 10000
 """
 
 from __future__ import annotations
@@ -190,7 +190,7 @@ def _refused(refusal: tuple[int, str, str]) -> tuple[int, Any]:
 
 @dataclass
 class FakeDodo:
-    """The fake's data and behaviour. Add objects with `add_*` (tests/fakedodo/data.py builds them)."""
+    """The fake's data and behaviour. Add objects with `add` (worker/testing/fakedodo/data.py builds them)."""
 
     api_key: str = "sk_test_fake_0123456789"
     business_id: str = "bus_fake"
@@ -352,7 +352,7 @@ def _matches(obj: dict[str, Any], query: dict[str, str], gte: datetime | None, l
 def main() -> None:
     import uvicorn
 
-    from tests.fakedodo.data import populate
+    from worker.testing.fakedodo.data import populate
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
