@@ -8,6 +8,7 @@ import typer
 
 from worker.cli import db, events, grants, hooks, reconcile
 from worker.cli.handlers import handlers_command
+from worker.cli.init import init_command
 from worker.cli.send import send_command
 from worker.cli.serve import dev_command, web_command, worker_command
 
@@ -44,6 +45,7 @@ app.command("dev")(dev_command)
 app.command("send")(send_command)
 app.command("reconcile")(reconcile.reconcile_command)
 app.command("handlers")(handlers_command)
+app.command("init")(init_command)
 app.add_typer(db.app, name="db")
 app.add_typer(events.app, name="events")
 app.add_typer(grants.app, name="grants")
