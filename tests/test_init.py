@@ -128,6 +128,15 @@ def test_name_option_names_the_package(tmp_path: Path) -> None:
     assert tomllib.loads((root / "pyproject.toml").read_text())["project"]["name"] == "shop-hooks"
 
 
+def test_init_dot_names_the_package_after_the_current_folder(tmp_path: Path) -> None:
+    here = tmp_path / "Acme Shop 2"
+    here.mkdir()
+    done = init(here, ".")
+    assert done.returncode == 0, done.stderr
+    assert "acme_shop_2/__init__.py" in written(here)
+    assert "  cd " not in done.stdout  # already there
+
+
 def test_a_folder_that_is_not_empty_is_refused_unless_forced(tmp_path: Path) -> None:
     root = tmp_path / "acme-shop"
     root.mkdir()
@@ -170,8 +179,10 @@ def test_pytest_passes_inside_the_generated_project(tmp_path: Path) -> None:
     except ImportError as exc:
         pytest.skip(f"the test kit is not there yet: {exc}")
     assert init(tmp_path, "acme-shop").returncode == 0
+    root = tmp_path / "acme-shop"
+    shutil.copy(root / ".env.example", root / ".env")  # as the next steps say
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-                          cwd=tmp_path / "acme-shop", env=clean_env(), capture_output=True, text=True,
+                          cwd=root, env=clean_env(), capture_output=True, text=True,
                           timeout=240, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     assert re.search(r"\b4 passed\b", done.stdout), done.stdout

@@ -138,7 +138,8 @@ def _report(path: Path, package: str, written: list[Path]) -> None:
         typer.echo(f"  {relative.as_posix()}")
     typer.echo("")
     typer.echo("next steps:")
-    steps = [f"cd {shlex.quote(shown)}", "python3 -m venv .venv"]
+    here = path.resolve() == Path.cwd().resolve()
+    steps = ([] if here else [f"cd {shlex.quote(shown)}"]) + ["python3 -m venv .venv"]
     source = dodo_worker_source()
     if source is not None:
         steps.append(f".venv/bin/pip install {shlex.quote(source)}")
