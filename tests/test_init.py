@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tomllib
 from pathlib import Path
 
@@ -118,6 +119,26 @@ def test_dodo_worker_finds_the_generated_handler_from_the_project_folder(
     names = {row["name"] for row in json.loads(done.stdout)}
     assert "acme_shop.welcome" in names
     assert {"entitlements.payment", "entitlements.refund"} <= names  # the catalog loads the built-in ones
+
+
+def test_the_generated_project_installs_with_pip_and_imports_from_anywhere(tmp_path: Path) -> None:
+    """`pip install -e '.[dev]'` of the next steps, offline: a venv that sees this interpreter's
+    packages (dodo-worker, pytest, setuptools) through a .pth file, so no index is needed."""
+    assert init(tmp_path, "acme-shop").returncode == 0
+    root = tmp_path / "acme-shop"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root / ".venv")], check=True, timeout=60)
+    python = root / ".venv/bin/python"
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    outer = sysconfig.get_paths()["purelib"]
+    Path(site, "outer.pth").write_text(f"import site; site.addsitedir({outer!r})\n")
+    done = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps",
+                           "--no-build-isolation", "--no-index", "-e", ".[dev]"],
+                          cwd=root, env=clean_env(), capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    found = subprocess.run([str(python), "-c", "import acme_shop, worker; print(acme_shop.__file__)"],
+                           cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60, check=False)
+    assert found.stdout.strip() == str(root / "acme_shop" / "__init__.py"), found.stderr
 
 
 def test_name_option_names_the_package(tmp_path: Path) -> None:
