@@ -47,6 +47,14 @@ KIT_DEFAULTS: dict[str, Any] = {
 }
 
 
+class Status(str):
+    """An event's status that remembers its event, so that the plugin's assertion report of
+    `assert event.status == "processed"` can show the event (worker/testing/plugin.py)."""
+
+    __slots__ = ("dodo_event",)
+    dodo_event: SentEvent
+
+
 @dataclass
 class SentEvent:
     """An event as `events show --json` reads it; its repr lists each handler run and error so
@@ -68,8 +76,11 @@ class SentEvent:
             except ValueError:
                 body = None
         data = body.get("data") if isinstance(body, dict) else None
-        return cls(id=detail["id"], type=detail["type"], status=detail["status"],
-                   data=data if isinstance(data, dict) else {}, handlers=detail["handlers"], detail=detail)
+        status = Status(detail["status"])
+        event = cls(id=detail["id"], type=detail["type"], status=status,
+                    data=data if isinstance(data, dict) else {}, handlers=detail["handlers"], detail=detail)
+        status.dodo_event = event
+        return event
 
     def handler(self, name: str) -> dict[str, Any]:
         """The handler whose name is `name` or ends with `.name`."""
@@ -79,20 +90,24 @@ class SentEvent:
         raise KeyError(f"no handler {name!r} ran on {self.type} {self.id}: {[h['name'] for h in self.handlers]}")
 
     def __repr__(self) -> str:
-        lines = [f"<SentEvent {self.type} {self.id} status={self.status!r} "
+        """One line for the event, one per handler with each attempt and its error's last line
+        (pytest shows about 8 lines of an assertion's explanation; `handlers` has the rest)."""
+        lines = [f"<SentEvent {self.type} {self.id} status={str(self.status)!r} "
                  f"attempts={self.detail.get('attempts')}>"]
         if not self.handlers:
             lines.append("  no handler matched this event type")
         for handler in self.handlers:
+            runs = "; ".join(_run_line(run) for run in handler.get("runs", []))
             lines.append(f"  handler {handler['name']}: {handler['status']}, "
-                         f"{handler['attempts']} attempt(s) this round")
-            for run in handler.get("runs", []):
-                lines.append(f"    #{run['attempt']} {run['status']}")
-                if run.get("error"):
-                    lines.extend(f"      {line}" for line in str(run["error"]).strip().splitlines())
+                         f"{handler['attempts']} attempt(s) this round" + (f": {runs}" if runs else ""))
         return "\n".join(lines)
 
     __str__ = __repr__
+
+
+def _run_line(run: dict[str, Any]) -> str:
+    lines = str(run.get("error") or "").strip().splitlines()
+    return f"#{run['attempt']} {run['status']}" + (f" ({lines[-1]})" if lines else "")
 
 
 @dataclass
@@ -113,6 +128,16 @@ class Dodo:
         """The hook deliveries captured so far (each with `type`, `data`, `headers`, `verified`)."""
         return self.hook_catcher.deliveries
 
+    async def wait_for_hooks(self, count: int = 1, seconds: float = WAIT_SECONDS) -> list[Any]:
+        """The captured deliveries once there are at least `count` (delivery runs in the worker,
+        after the event's handlers)."""
+
+        async def enough() -> bool:
+            return len(self.hooks) >= count
+
+        await wait_until(enough, seconds, what=f"{count} hook deliveries (got {len(self.hooks)})")
+        return list(self.hooks)
+
     @property
     def hook_url(self) -> str:
         return self.hook_catcher.url
@@ -128,15 +153,16 @@ class Dodo:
         return await self.http.post(f"{self.url}/webhooks/dodo", content=content, headers=dict(headers))
 
     async def send(self, event_type: str, data: dict[str, Any] | None = None, id: str | None = None,
-                   ) -> SentEvent:
+                   *, settle: bool = False) -> SentEvent:
         """The sample of `event_type` with `data` merged in deeply, signed, POSTed through the
-        receiver; returns once it is processed, ignored, dead or has failed an attempt."""
+        receiver; returns once it is processed, ignored, dead or has failed an attempt
+        (`settle=True`: once processed, ignored or dead, after its retries)."""
         text = json.dumps(envelope(event_type, data))
         event_id = id or new_message_id()
         response = await self.post(text, sign(text, self.secret, event_id))
         if response.status_code != 200:
             raise AssertionError(f"the receiver answered {response.status_code}: {response.text}")
-        return await self.wait(event_id, *ATTEMPTED)
+        return await (self.settle(event_id) if settle else self.wait(event_id, *ATTEMPTED))
 
     async def event(self, event_id: str) -> SentEvent:
         detail = await self._detail(event_id)
@@ -311,13 +337,12 @@ async def all_event_ids(db: Database) -> list[str]:
         return list(await session.scalars(select(EventRow.id)))
 
 
-def kit_settings(given: Mapping[str, Any], database_url: str, redis_url: str, extra: dict[str, Any]) -> Settings:
+def kit_settings(given: Mapping[str, Any], extra: dict[str, Any], forced: dict[str, Any]) -> Settings:
+    """The kit's defaults and `extra`, then the merchant's `dodo_settings`, then `forced`."""
     values: dict[str, Any] = {**KIT_DEFAULTS, "HOOKS_SIGNING_KEY": generate_secret(),
                               "WORKER_API_TOKEN": "tok_" + secrets.token_hex(16), **extra}
     values.update({k: v for k, v in given.items() if v is not None})
-    values.update(DATABASE_URL=database_url, REDIS_URL=redis_url,
-                  QUEUE_NAME=f"dodo-kit:{uuid.uuid4().hex[:10]}")
-    return load_settings(**values)
+    return load_settings(**{**values, **forced})
 
 
 @contextlib.asynccontextmanager
@@ -359,10 +384,12 @@ async def start(given: Mapping[str, Any], tmp_dir: Path, shared_redis: Any) -> A
         redis_url = given.get("REDIS_URL") or shared_redis().url
         database_url = await stack.enter_async_context(database(tmp_dir))
         extra = {"DODO_PAYMENTS_API_KEY": fake.api_key, "DODO_PAYMENTS_BASE_URL": fake_url}
-        settings = kit_settings(given, database_url, redis_url, extra)
+        forced = {"DATABASE_URL": database_url, "REDIS_URL": redis_url,
+                  "QUEUE_NAME": f"dodo-kit:{uuid.uuid4().hex[:10]}"}
+        settings = kit_settings(given, extra, forced)
         catalog = stack.enter_context(resolved_catalog(settings.entitlements_path, catcher.url))
         if catalog is not None:
-            settings = kit_settings(given, database_url, redis_url, {**extra, "ENTITLEMENTS_FILE": catalog})
+            settings = kit_settings(given, extra, {**forced, "ENTITLEMENTS_FILE": catalog})
         catcher.secret = settings.HOOKS_SIGNING_KEY.get_secret_value() if settings.HOOKS_SIGNING_KEY else None
         registry = handlers_of(settings.handler_modules)
         db = Database(settings.DATABASE_URL)

@@ -28,6 +28,15 @@ def dodo_settings() -> dict[str, Any]:
     return {}
 
 
+def pytest_assertrepr_compare(op: str, left: object, right: object) -> list[str] | None:
+    """`assert event.status == "processed"` failing shows the event, its handler runs and errors."""
+    for side in (left, right):
+        event = getattr(side, "dodo_event", None) if isinstance(side, str) else None
+        if event is not None:
+            return [f"{str(left)!r} {op} {str(right)!r}", *repr(event).splitlines()]
+    return None
+
+
 @pytest.fixture(scope="session")
 def _dodo_redis() -> Iterator[Callable[[], Any]]:
     """An embedded Redis for the session, started the first time a test needs it."""
