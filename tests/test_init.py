@@ -12,9 +12,11 @@ import sys
 import sysconfig
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from worker.cli.init import pip_argument
 from worker.entitlements.catalog import load_catalog
 from worker.settings import Settings
 
@@ -139,6 +141,18 @@ def test_the_generated_project_installs_with_pip_and_imports_from_anywhere(tmp_p
     found = subprocess.run([str(python), "-c", "import acme_shop, worker; print(acme_shop.__file__)"],
                            cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60, check=False)
     assert found.stdout.strip() == str(root / "acme_shop" / "__init__.py"), found.stderr
+
+
+@pytest.mark.parametrize(("direct_url", "argument"), [
+    ({"url": "file:///home/me/dodo-worker", "dir_info": {"editable": True}}, "/home/me/dodo-worker"),
+    ({"url": "file:///tmp/dodo_worker-0.1.0-py3-none-any.whl", "archive_info": {}},
+     "/tmp/dodo_worker-0.1.0-py3-none-any.whl"),
+    ({"url": "https://github.com/acme/dodo-worker.git", "vcs_info": {"vcs": "git", "commit_id": "ab12"}},
+     "dodo-worker @ git+https://github.com/acme/dodo-worker.git@ab12"),
+])
+def test_the_next_steps_install_dodo_worker_from_where_this_one_came(direct_url: dict[str, Any],
+                                                                     argument: str) -> None:
+    assert pip_argument(direct_url) == argument
 
 
 def test_name_option_names_the_package(tmp_path: Path) -> None:

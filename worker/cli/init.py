@@ -17,6 +17,7 @@ from importlib.metadata import PackageNotFoundError, distribution
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 import typer
@@ -48,7 +49,10 @@ def init_command(
         fail(f"{path} exists and is not a folder")
     if path.is_dir() and any(path.iterdir()) and not force:
         fail(f"{path} is not empty: choose a new folder, or pass --force")
-    written = write_project(path, package)
+    try:
+        written = write_project(path, package)
+    except OSError as exc:
+        fail(f"cannot write the project in {path}: {exc.strerror or exc}")
     _report(path, package, written)
 
 
@@ -110,7 +114,7 @@ def _target_parts(relative: tuple[str, ...], package: str) -> list[str]:
 
 
 def dodo_worker_source() -> str | None:
-    """Where this dodo-worker was installed from (PEP 610), as a pip argument; None from an index.
+    """Where this dodo-worker was installed from, as a pip argument; None from an index.
 
     Until dodo-worker is published, `pip install -e .` in the new project could not find it:
     installing the same one first makes the next steps work as printed."""
@@ -118,11 +122,14 @@ def dodo_worker_source() -> str | None:
         raw = distribution("dodo-worker").read_text("direct_url.json")
     except PackageNotFoundError:
         return None
-    if not raw:
-        return None
-    info = json.loads(raw)
-    url = str(info.get("url", ""))
-    vcs = info.get("vcs_info")
+    return pip_argument(json.loads(raw)) if raw else None
+
+
+def pip_argument(direct_url: dict[str, Any]) -> str | None:
+    """A PEP 610 `direct_url.json` as what to give `pip install`: a folder or file path, or
+    `dodo-worker @ git+URL@COMMIT`."""
+    url = str(direct_url.get("url", ""))
+    vcs = direct_url.get("vcs_info")
     if vcs:
         revision = vcs.get("commit_id") or vcs.get("requested_revision")
         return f"dodo-worker @ {vcs.get('vcs', 'git')}+{url}" + (f"@{revision}" if revision else "")
