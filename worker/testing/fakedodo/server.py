@@ -216,6 +216,45 @@ class FakeDodo:
         self._sorted.pop(collection, None)
         return obj
 
+    # helpers for tests: realistic objects (data.py), `fields` merged in deeply --------------
+    def add_payment(self, created_at: datetime | None = None, **fields: Any) -> dict[str, Any]:
+        """A payment (succeeded unless `status=` says otherwise), created 3 minutes ago unless
+        told: older than a scheduled scan's settle time."""
+        from worker.testing.fakedodo import data
+
+        made = data.payment(self._number(), created_at=created_at or _minutes_ago(3),
+                            status=fields.get("status", "succeeded"))
+        return self.add("payments", _merged(made, fields))
+
+    def add_refund(self, payment: dict[str, Any], created_at: datetime | None = None, **fields: Any
+                   ) -> dict[str, Any]:
+        """A refund of `payment` (also listed in the payment's `refunds`, as Dodo shows it)."""
+        from worker.testing.fakedodo import data
+
+        made = self.add("refunds", _merged(data.refund(payment, self._number(),
+                                                       created_at=created_at or _minutes_ago(2)), fields))
+        payment.setdefault("refunds", []).append({k: v for k, v in made.items() if k != "customer"})
+        return made
+
+    def add_dispute(self, payment: dict[str, Any], created_at: datetime | None = None, **fields: Any
+                    ) -> dict[str, Any]:
+        """A dispute of `payment` (lost unless `dispute_status=` says otherwise)."""
+        from worker.testing.fakedodo import data
+
+        made = data.dispute(payment, self._number(), created_at=created_at or _minutes_ago(2))
+        return self.add("disputes", _merged(made, fields))
+
+    def add_subscription(self, created_at: datetime | None = None, **fields: Any) -> dict[str, Any]:
+        """A subscription (active unless `status=` says otherwise)."""
+        from worker.testing.fakedodo import data
+
+        made = data.subscription(self._number(), created_at=created_at or _minutes_ago(3),
+                                 status=fields.get("status", "active"))
+        return self.add("subscriptions", _merged(made, fields))
+
+    def _number(self) -> int:
+        return 900_000 + sum(len(c) for c in self.collections.values())
+
     def throttle_next(self, count: int = 1, retry_after: str = "1") -> None:
         """The next `count` requests answer 429 with this Retry-After."""
         self._throttle.extend([retry_after] * count)
@@ -330,6 +369,17 @@ class FakeDodo:
         response_headers += [(k.encode(), v.encode()) for k, v in extra.items()]
         await send({"type": "http.response.start", "status": status, "headers": response_headers})
         await send({"type": "http.response.body", "body": payload})
+
+
+def _minutes_ago(minutes: float) -> datetime:
+    return datetime.now(UTC) - timedelta(minutes=minutes)
+
+
+def _merged(made: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
+    from worker.testing import deep_merge
+
+    merged: dict[str, Any] = deep_merge(made, fields)
+    return merged
 
 
 def _id(obj: dict[str, Any]) -> str:
