@@ -39,8 +39,10 @@ def init_command(
     force: bool = typer.Option(False, "--force", help="Write into a folder that is not empty, "
                                "replacing files of the same names."),
 ) -> None:
-    """Create a merchant project: a handler package, entitlements.toml, .env.example, Procfile,
-    Dockerfile, pyproject.toml and tests that use dodo-worker's test kit."""
+    """Start a project of your own in PATH.
+
+    It holds your handler package (named after the folder), entitlements.toml, .env.example,
+    a Procfile, a Dockerfile, pyproject.toml, and tests on the test kit that pass at once."""
     package = name if name is not None else package_name(path.resolve().name)
     problem = name_problem(package, path)
     if problem is not None:
