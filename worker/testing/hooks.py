@@ -33,10 +33,10 @@ class HookCatcher:
     status: int = 200  # what it answers; set 500 to see the worker retry
 
     @contextlib.asynccontextmanager
-    async def serving(self) -> AsyncIterator[str]:
+    async def serving(self, servers: list[Any] | None = None) -> AsyncIterator[str]:
         from worker.testing.serving import serve_app
 
-        async with serve_app(self, what="the hook catcher to start") as url:
+        async with serve_app(self, what="the hook catcher to start", servers=servers) as url:
             self.url = f"{url}/hooks"
             yield self.url
 

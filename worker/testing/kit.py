@@ -376,11 +376,12 @@ async def start(given: Mapping[str, Any], tmp_dir: Path, shared_redis: Any) -> A
     from worker.web.app import create_app
 
     given = {k: v for k, v in given.items() if k != "DATABASE_URL"}
+    servers: list[Any] = []
     async with contextlib.AsyncExitStack() as stack:
         fake = FakeDodo()
-        fake_url = await stack.enter_async_context(serve(fake))
+        fake_url = await stack.enter_async_context(serve(fake, servers))
         catcher = HookCatcher()
-        await stack.enter_async_context(catcher.serving())
+        await stack.enter_async_context(catcher.serving(servers))
         redis_url = given.get("REDIS_URL") or shared_redis().url
         database_url = await stack.enter_async_context(database(tmp_dir))
         extra = {"DODO_PAYMENTS_API_KEY": fake.api_key, "DODO_PAYMENTS_BASE_URL": fake_url}
@@ -396,11 +397,18 @@ async def start(given: Mapping[str, Any], tmp_dir: Path, shared_redis: Any) -> A
         stack.push_async_callback(db.dispose)
         stack.push_async_callback(_clean_redis, settings, db)
         url = await stack.enter_async_context(serve_app(create_app(settings, registry), "the receiver to start",
-                                                        lifespan="on"))
+                                                        lifespan="on", servers=servers))
         await stack.enter_async_context(running_worker(settings, registry))
+        # Teardown runs in reverse: every server is told to stop at once, then each is awaited.
+        stack.callback(_stop_all, servers)
         http = await stack.enter_async_context(httpx.AsyncClient(timeout=15))
         yield Dodo(settings=settings, registry=registry, url=url, fake_api=fake, fake_api_url=fake_url,
                    hook_catcher=catcher, http=http, db=db)
+
+
+def _stop_all(servers: list[Any]) -> None:
+    for server in servers:
+        server.should_exit = True
 
 
 async def _clean_redis(settings: Settings, db: Database) -> None:

@@ -32,14 +32,19 @@ async def wait_until(predicate: Callable[[], Awaitable[Any]], seconds: float = W
 
 
 @contextlib.asynccontextmanager
-async def serve_app(app: Any, what: str = "the server to start", lifespan: str = "off") -> AsyncIterator[str]:
-    """Serve the ASGI `app` on 127.0.0.1 (a free port) in this event loop; yields its base URL."""
+async def serve_app(app: Any, what: str = "the server to start", lifespan: str = "off",
+                    servers: list[Any] | None = None) -> AsyncIterator[str]:
+    """Serve the ASGI `app` on 127.0.0.1 (a free port) in this event loop; yields its base URL.
+    The server is added to `servers`, for a caller that stops several at once (each takes up to
+    0.1 s, uvicorn's tick, to notice it should stop)."""
     import uvicorn
 
     config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning",
                             access_log=False, lifespan=lifespan)  # type: ignore[arg-type]
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
+    if servers is not None:
+        servers.append(server)
 
     async def started() -> bool:
         if task.done():
