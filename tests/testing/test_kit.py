@@ -116,3 +116,30 @@ def test_a_failing_assertion_shows_the_event_its_handler_runs_and_their_errors(p
     assert "status='dead'" in output
     assert "handler shop.flaky: dead, 1 attempt(s) this round: #1 dead (RuntimeError: the CRM is down)" in output
     assert "truncated" not in output
+
+
+def test_a_project_that_does_not_use_the_kit_is_not_affected(pytester: pytest.Pytester) -> None:
+    """The plugin is loaded wherever dodo-worker is installed: a project's own `dodo` fixture
+    wins, its other tests run as before, and nothing heavy is imported for them."""
+    pytester.makepyfile(test_plain=textwrap.dedent('''\
+        import sys
+
+        import pytest
+
+
+        @pytest.fixture
+        def dodo():
+            return "mine"
+
+
+        def test_own_fixture(dodo, dodo_settings):
+            assert dodo == "mine" and dodo_settings == {}
+
+
+        def test_nothing_heavy_was_imported():
+            heavy = {"litestar", "arq", "uvicorn", "redis", "httpx", "alembic", "worker.testing.kit"}
+            assert not heavy & set(sys.modules)
+        '''))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+    assert "dodo-worker" in result.stdout.str()  # the plugin was loaded (pytest lists it)

@@ -17,7 +17,7 @@ try:
 except ImportError:  # pragma: no cover - the kit documents pytest-asyncio as a requirement
     pytest_asyncio = None  # type: ignore[assignment]
 
-MISSING_ASYNCIO = ("the dodo fixture needs pytest-asyncio: pip install pytest-asyncio "
+MISSING_ASYNCIO = ("the dodo fixture needs pytest-asyncio: pip install \"dodo-worker[testing]\" "
                    "(and mark tests @pytest.mark.asyncio, or set asyncio_mode = \"auto\")")
 
 
