@@ -27,6 +27,9 @@ def test_the_wheel_is_typed_and_holds_what_the_cli_needs(tmp_path: Path) -> None
     for package in ("worker", "handlers", "integrations", "dodo_worker"):
         assert f"{package}/py.typed" in names, package
     assert "worker/samples/payment.succeeded.json" in names
+    assert "worker/project_template/pyproject.toml.tmpl" in names, "what dodo-worker init writes"
+    assert "worker/testing/plugin.py" in names and "worker/testing/fakedodo/server.py" in names
+    assert "pytest11" in entry_points and "worker.testing.plugin" in entry_points
     assert any(n.startswith("worker/migrations/versions/0005") for n in names)
     assert "dodo-worker = dodo_worker:main" in entry_points
     assert not any(n.startswith("tests/") for n in names), "the suite is not shipped"
