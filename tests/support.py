@@ -8,9 +8,7 @@ import contextlib
 import json
 import os
 import secrets
-import socket
 import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -20,7 +18,6 @@ from typing import Any
 import httpx
 import uvicorn
 from sqlalchemy import select
-from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from worker.cli.main import app as cli_app
@@ -32,29 +29,20 @@ from worker.signing import generate_secret, new_message_id, signed_headers
 from worker.store import Database, EventRow, HandlerRunRow
 from worker.store.migrate import upgrade
 from worker.supervisor import WorkerSupervisor
+from worker.testing.kit import server_database
+from worker.testing.serving import free_port
+from worker.testing.serving import wait_until as kit_wait_until
 from worker.web.app import create_app
 
 WAIT_SECONDS = 20.0
 _cli_lock = threading.Lock()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def wait_until(predicate: Callable[[], Awaitable[Any]], timeout: float = WAIT_SECONDS,
                      what: str = "condition") -> Any:
-    """Await a condition by polling it (the event we wait for happens in another task/process)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)
+    """Await a condition by polling it (the event we wait for happens in another task/process):
+    the test kit's poll, under the `timeout` name this suite uses."""
+    return await kit_wait_until(predicate, timeout, what=what, every=0.02)
 
 
 @contextlib.asynccontextmanager
@@ -84,19 +72,8 @@ async def fresh_database(kind: str, tmp_dir: str) -> AsyncIterator[str]:
         await upgrade(url)
         yield url
         return
-    admin_url = os.environ["TEST_DATABASE_URL"]
-    name = f"dodo_test_{uuid.uuid4().hex[:12]}"
-    admin = Database(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.engine.connect() as conn:
-            await conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-        await upgrade(url)
+    async with server_database(os.environ["TEST_DATABASE_URL"]) as url:
         yield url
-    finally:
-        async with admin.engine.connect() as conn:
-            await conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.dispose()
 
 
 @dataclass
