@@ -1,19 +1,36 @@
 """Fixtures: real Redis (REDIS_URL or an embedded server), a fresh database per test on SQLite
-and, when TEST_DATABASE_URL is set, PostgreSQL too; and the running stack over HTTP."""
+and, when TEST_DATABASE_URL is set, PostgreSQL too; and the running stack over HTTP.
+
+The suite runs on the test kit (worker/testing, docs/testing.md): `stack`/`stack_factory` are
+built from its parts (tests/support.py) and `dodo` is the kit's own fixture, run here on each
+backend. Every test that uses one of them is marked `kit` (`pytest --collect-only -m kit`)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support import Stack, delete_keys, fresh_database, make_settings
+from tests.support import Stack, fresh_database, make_settings
 from worker.embedded_redis import EmbeddedRedis
 from worker.registry import Registry
+from worker.testing.kit import all_event_ids, delete_keys, start
 
 BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get("TEST_DATABASE_URL") else [])
+KIT_FIXTURES = {"dodo", "stack", "stack_factory"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "kit: the test runs on the test kit (the dodo fixture or Stack over it)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if KIT_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.kit)
 
 
 @pytest.fixture(scope="session")
@@ -59,12 +76,25 @@ async def stack_factory(database_url: str, redis_url: str, registry: Registry) -
 
     yield make
     for stack in stacks:
+        await stack.stop_worker()
+        await stack.stop_web()
+        if stack.settings.REDIS_URL == redis_url:  # the test's keys, and its events' arq jobs
+            ids = await all_event_ids(stack.db) if stack.settings.DATABASE_URL == database_url else []
+            await delete_keys(redis_url, stack.settings.QUEUE_NAME, ids)
         await stack.close()
-        if stack.settings.REDIS_URL == redis_url:
-            queue = stack.settings.QUEUE_NAME
-            await delete_keys(redis_url, [f"{queue}*", f"arq:*:{queue}:*"])
 
 
 @pytest.fixture
 async def stack(stack_factory: Any) -> Stack:
     return await stack_factory()  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+async def dodo(dodo_settings: dict[str, Any], backend: str, redis_url: str, tmp_path: Path) -> AsyncIterator[Any]:
+    """The kit's `dodo` (worker/testing/plugin.py) on this test's backend and the suite's Redis."""
+
+    def no_embedded_redis() -> Any:
+        raise AssertionError("the suite gives the kit its REDIS_URL")
+
+    async with start({"REDIS_URL": redis_url, **dodo_settings}, tmp_path, no_embedded_redis, backend) as kit:
+        yield kit

@@ -1,18 +1,21 @@
-"""A real dodo-worker stack for tests: the Litestar app served by uvicorn over real HTTP, the
-real arq worker, real Redis and a fresh SQL database (SQLite or PostgreSQL)."""
+"""A real dodo-worker stack for tests, built from the test kit's own parts (worker/testing: the
+receiver served over real HTTP by `serve_app`, the supervised arq worker of `running_worker`, the
+kit's settings, databases, signing and event reading), so that every test on `stack` or
+`stack_factory` exercises the kit a merchant uses. Real Redis and a fresh SQL database (SQLite or
+PostgreSQL) per test."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
-import os
 import secrets
 import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,15 +27,17 @@ from worker.cli.main import app as cli_app
 from worker.registry import Registry
 from worker.runtime import Runtime
 from worker.samples import load_sample
-from worker.settings import Settings, load_settings
-from worker.signing import generate_secret, new_message_id, signed_headers
+from worker.settings import Settings
+from worker.signing import generate_secret, new_message_id
 from worker.store import Database, EventRow, HandlerRunRow
-from worker.store.migrate import upgrade
-from worker.supervisor import WorkerSupervisor
-from worker.testing.kit import server_database
-from worker.testing.serving import free_port
+from worker.testing import sign
+from worker.testing.kit import SentEvent, database, event_detail, kit_settings, running_worker, wait_for_status
+from worker.testing.serving import free_port, serve_app
 from worker.testing.serving import wait_until as kit_wait_until
 from worker.web.app import create_app
+
+__all__ = ["Stack", "delete_keys", "free_port", "fresh_database", "make_settings", "sample_envelope",
+           "serving", "settings_env", "wait_until"]
 
 WAIT_SECONDS = 20.0
 _cli_lock = threading.Lock()
@@ -47,7 +52,8 @@ async def wait_until(predicate: Callable[[], Awaitable[Any]], timeout: float = W
 
 @contextlib.asynccontextmanager
 async def serving(config: uvicorn.Config, what: str = "uvicorn to start") -> AsyncIterator[str]:
-    """Serve `config` (host and port set) over real HTTP in this event loop; yields its base URL."""
+    """Serve `config` (host and port set) over real HTTP in this event loop; yields its base URL.
+    For a server the kit's `serve_app` cannot make (a TLS config, a chosen host and port)."""
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
 
@@ -67,12 +73,7 @@ async def serving(config: uvicorn.Config, what: str = "uvicorn to start") -> Asy
 @contextlib.asynccontextmanager
 async def fresh_database(kind: str, tmp_dir: str) -> AsyncIterator[str]:
     """A migrated, empty database of `kind` ('sqlite' or 'postgresql'), dropped afterwards."""
-    if kind == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_dir}/dodo-{uuid.uuid4().hex[:8]}.db"
-        await upgrade(url)
-        yield url
-        return
-    async with server_database(os.environ["TEST_DATABASE_URL"]) as url:
+    async with database(Path(tmp_dir), kind) as url:
         yield url
 
 
@@ -84,62 +85,43 @@ class Stack:
     secret: str = ""
     db: Database = field(init=False)
     http: httpx.AsyncClient = field(init=False)
-    _server: uvicorn.Server | None = None
-    _server_task: asyncio.Task[None] | None = None
+    _web: contextlib.AsyncExitStack | None = None
+    _worker_exit: contextlib.AsyncExitStack | None = None
     _worker: Any = None
-    _worker_task: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
         self.db = Database(self.settings.DATABASE_URL)
         self.http = httpx.AsyncClient(timeout=15)
 
-    # processes ---------------------------------------------------------------------------
+    # processes (the kit's serve_app and running_worker) ----------------------------------
     async def start_web(self) -> None:
-        port = free_port()
-        config = uvicorn.Config(create_app(self.settings, self.registry), host="127.0.0.1", port=port,
-                                log_level="warning", lifespan="on", access_log=False)
-        self._server = uvicorn.Server(config)
-        self._server_task = asyncio.create_task(self._server.serve())
-        await wait_until(self._server_started, what="uvicorn to start")
-        self.base_url = f"http://127.0.0.1:{port}"
-
-    async def _server_started(self) -> bool:
-        assert self._server_task is not None
-        if self._server_task.done():
-            self._server_task.result()
-        return bool(self._server and self._server.started)
+        web = contextlib.AsyncExitStack()
+        app = create_app(self.settings, self.registry)
+        self.base_url = await web.enter_async_context(serve_app(app, "uvicorn to start", lifespan="on"))
+        self._web = web
 
     async def stop_web(self) -> None:
-        if self._server is not None and self._server_task is not None:
-            self._server.should_exit = True
-            await self._server_task
-        self._server = self._server_task = None
+        if self._web is not None:
+            web, self._web = self._web, None
+            await web.aclose()
 
     async def start_worker(self, **overrides: Any) -> None:
-        """The worker as `dodo-worker worker` runs it: arq under our supervisor."""
+        """The worker as `dodo-worker worker` runs it: arq under our supervisor (`overrides` are
+        the supervisor's options)."""
         options = {"poll_delay": 0.02, **overrides}
-        self._worker = WorkerSupervisor(self.settings, self.registry, load_modules=False, **options)
-        self._worker_task = asyncio.create_task(self._worker.run())
-        await wait_until(self._worker_ready, what="the arq worker to start")
-
-    async def _worker_ready(self) -> bool:
-        assert self._worker_task is not None
-        if self._worker_task.done():
-            self._worker_task.result()
-        current = self._worker.current
-        return current is not None and "runtime" in current.ctx
+        exit_stack = contextlib.AsyncExitStack()
+        self._worker = await exit_stack.enter_async_context(running_worker(self.settings, self.registry, **options))
+        self._worker_exit = exit_stack
 
     @property
     def worker_runtime(self) -> Runtime:
         return self._worker.current.ctx["runtime"]  # type: ignore[no-any-return]
 
     async def stop_worker(self) -> None:
-        if self._worker is not None:
-            self._worker.request_stop()
-        if self._worker_task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker_task
-        self._worker = self._worker_task = None
+        if self._worker_exit is not None:
+            exit_stack, self._worker_exit = self._worker_exit, None
+            await exit_stack.aclose()
+        self._worker = None
 
     async def close(self) -> None:
         await self.stop_worker()
@@ -159,7 +141,7 @@ class Stack:
         body = envelope if envelope is not None else sample_envelope(event_type, data)
         text = json.dumps(body)
         event_id = event_id or new_message_id()
-        headers = signed_headers(secret or self.secret, text, event_id, timestamp)
+        headers = sign(text, secret or self.secret, event_id, timestamp)
         return event_id, await self.post(text, headers)
 
     # reading -----------------------------------------------------------------------------
@@ -173,11 +155,30 @@ class Stack:
             return {r.handler: r for r in rows}
 
     async def wait_status(self, event_id: str, *statuses: str, timeout: float = WAIT_SECONDS) -> EventRow:
+        """The event's row once its status is one of `statuses`; on time-out the kit's report of
+        the event (each handler, attempt and error)."""
+
         async def check() -> EventRow | None:
             row = await self.event(event_id)
             return row if row is not None and row.status in statuses else None
 
-        return await wait_until(check, timeout, what=f"event {event_id} to be {'/'.join(statuses)}")  # type: ignore[no-any-return]
+        try:
+            return await wait_until(check, timeout, what=f"event {event_id} to be {'/'.join(statuses)}")  # type: ignore[no-any-return]
+        except AssertionError:
+            last = await event_detail(self.db, event_id)
+            raise AssertionError(f"event {event_id} did not become {'/'.join(statuses)} within {timeout}s: "
+                                 f"{SentEvent.from_detail(last) if last else 'never stored'}") from None
+
+    async def detail(self, event_id: str) -> SentEvent:
+        """The event as the kit's `dodo.event` reads it (`events show --json`)."""
+        found = await event_detail(self.db, event_id)
+        if found is None:
+            raise KeyError(f"no event {event_id!r}")
+        return SentEvent.from_detail(found)
+
+    async def settle(self, event_id: str, timeout: float = WAIT_SECONDS) -> SentEvent:
+        """The event once processed, ignored or dead, as the kit's `dodo.settle` waits for it."""
+        return SentEvent.from_detail(await wait_for_status(self.db, event_id, (), timeout, every=0.02))
 
     async def cli(self, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
         """Run `dodo-worker ARGS` in-process with this stack's environment."""
@@ -213,10 +214,12 @@ def sample_envelope(event_type: str, data: dict[str, Any] | None = None) -> dict
 
 
 def make_settings(database_url: str, redis_url: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
+    """The kit's settings (`kit_settings`) with this suite's defaults, which keep the production
+    defaults the kit shortens (hook back-offs, the enqueue window, the poll, private networks
+    refused, no hook signing key) so that the suite tests what production does. An override of
+    None unsets a value (e.g. WORKER_API_TOKEN=None: the read API is off)."""
+    suite = {
         "DODO_PAYMENTS_WEBHOOK_KEY": generate_secret(),
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
         "QUEUE_NAME": f"dodo-test:{uuid.uuid4().hex[:10]}",
         "HANDLER_MODULES": "",
         "MAX_ATTEMPTS": 3,
@@ -225,9 +228,16 @@ def make_settings(database_url: str, redis_url: str, **overrides: Any) -> Settin
         "SWEEP_AFTER_SECONDS": 0.0,
         "SHUTDOWN_GRACE_SECONDS": 5,
         "WORKER_API_TOKEN": "tok_" + secrets.token_hex(16),
+        "HOOKS_SIGNING_KEY": None,
+        "HOOKS_ALLOW_PRIVATE_NETWORKS": False,
+        "HOOKS_RETRY_BASE_SECONDS": 5.0,
+        "HOOKS_RETRY_MAX_SECONDS": 3600.0,
+        "WEBHOOK_ENQUEUE_WINDOW_SECONDS": 0.01,
+        "WORKER_POLL_SECONDS": 0.02,
     }
-    values.update(overrides)
-    return load_settings(**values)
+    unset = {k: v for k, v in overrides.items() if v is None}
+    forced = {"DATABASE_URL": overrides.pop("DATABASE_URL", database_url), "REDIS_URL": redis_url, **unset}
+    return kit_settings({k: v for k, v in overrides.items() if v is not None}, suite, forced)
 
 
 async def delete_keys(redis_url: str, patterns: Iterable[str]) -> None:

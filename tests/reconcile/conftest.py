@@ -1,6 +1,7 @@
-"""Fixtures for reconciliation tests: the fake Dodo API over real HTTP, running the CLI, and the
-built-in entitlement handlers with a catalog (`registry`, `catalog_path` from tests/entitlements)
-so that tests check grants, what a merchant's customers actually get."""
+"""Fixtures for reconciliation tests: the fake Dodo API over real HTTP (`fake_dodo`: `dodo` is
+the test kit's fixture), running the CLI, and the built-in entitlement handlers with a catalog
+(`registry`, `catalog_path` from tests/entitlements) so that tests check grants, what a
+merchant's customers actually get."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from worker.testing.fakedodo import FakeDodo, serve
 
 
 @dataclass
-class Dodo:
+class FakeApi:
     fake: FakeDodo
     url: str
 
@@ -70,10 +71,10 @@ async def stack_factory(stack_factory: Any, redis_url: str) -> AsyncIterator[Any
 
 
 @pytest.fixture
-async def dodo() -> AsyncIterator[Dodo]:
+async def fake_dodo() -> AsyncIterator[FakeApi]:
     fake = FakeDodo()
     async with serve(fake) as url:
-        yield Dodo(fake, url)
+        yield FakeApi(fake, url)
         if fake.gate is not None:
             fake.gate.set()  # let held requests end so the server can stop
 

@@ -7,17 +7,18 @@ import json
 import re
 from typing import Any
 
-from tests.reconcile.conftest import Dodo
+from tests.reconcile.conftest import FakeApi
 from worker.testing.fakedodo.data import populate
 
 
-async def test_dry_run_summarises_by_kind_and_verbose_lists_every_object(stack_factory: Any, dodo: Dodo) -> None:
-    made = populate(dodo.fake, payments=40, refunds=12)
+async def test_dry_run_summarises_by_kind_and_verbose_lists_every_object(stack_factory: Any,
+                                                                        fake_dodo: FakeApi) -> None:
+    made = populate(fake_dodo.fake, payments=40, refunds=12)
     payments = [p["payment_id"] for p in made["payments"]]
     refunds = [r["refund_id"] for r in made["refunds"]]
     stack = await stack_factory(web=False, worker=False)
 
-    code, out, err = await stack.cli("reconcile", "--dry-run", "--since", "1d", env={**dodo.env, "COLUMNS": "80"})
+    code, out, err = await stack.cli("reconcile", "--dry-run", "--since", "1d", env={**fake_dodo.env, "COLUMNS": "80"})
     assert code == 0, err
     assert out == ""
     lines = err.splitlines()
@@ -30,12 +31,12 @@ async def test_dry_run_summarises_by_kind_and_verbose_lists_every_object(stack_f
     assert "--verbose" in lines[-1]
     assert max(len(line) for line in lines) <= 80
 
-    code, out, err = await stack.cli("reconcile", "--dry-run", "--since", "1d", "--verbose", env=dodo.env)
+    code, out, err = await stack.cli("reconcile", "--dry-run", "--since", "1d", "--verbose", env=fake_dodo.env)
     assert code == 0, err
     assert all(f"payment {p} -> event" in err for p in payments)
     assert all(f"refund {r} -> event" in err for r in refunds)
 
-    code, out, err = await stack.cli("reconcile", "--dry-run", "--since", "1d", "--json", env=dodo.env)
+    code, out, err = await stack.cli("reconcile", "--dry-run", "--since", "1d", "--json", env=fake_dodo.env)
     assert code == 0, err
     assert sorted(r["id"] for r in json.loads(out)["repaired"]) == sorted(payments + refunds)
 

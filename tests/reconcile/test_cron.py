@@ -9,7 +9,7 @@ from typing import Any
 from redis.asyncio import Redis
 from sqlalchemy import select
 
-from tests.reconcile.conftest import Dodo
+from tests.reconcile.conftest import FakeApi
 from tests.support import Stack, wait_until
 from worker import Context, Event
 from worker.reconcile.job import SETTLE
@@ -34,27 +34,27 @@ async def statuses(stack: Stack) -> list[str]:
 
 
 async def test_two_workers_starting_together_scan_once(
-        stack_factory: Any, registry: Registry, dodo: Dodo, caplog: Any) -> None:
+        stack_factory: Any, registry: Registry, fake_dodo: FakeApi, caplog: Any) -> None:
     caplog.set_level("DEBUG")
-    made = populate(dodo.fake, payments=30, refunds=2)
+    made = populate(fake_dodo.fake, payments=30, refunds=2)
     # Paid seconds ago: its webhook is most likely on the way, so the schedule leaves it for later.
-    dodo.fake.add("payments", data.payment(99, created_at=datetime.now(UTC) - timedelta(seconds=10)))
+    fake_dodo.fake.add("payments", data.payment(99, created_at=datetime.now(UTC) - timedelta(seconds=10)))
     granted: list[str] = []
 
     @registry.on("payment.succeeded")
     async def grant(event: Event, ctx: Context) -> None:
         granted.append(event.data.get("payment_id"))
 
-    dodo.fake.gate = asyncio.Event()  # hold the scan at its first list page
-    first = await stack_factory(**DAILY, **dodo.env)
+    fake_dodo.fake.gate = asyncio.Event()  # hold the scan at its first list page
+    first = await stack_factory(**DAILY, **fake_dodo.env)
     await wait_until(lambda: statuses(first), what="the first worker's start-up scan")
     assert await statuses(first) == ["running"]
     # arq holds every job's lock for max(function timeouts) + 10 s: the cron job adds no long one.
     assert first._worker.current.in_progress_timeout_s == first.settings.JOB_TIMEOUT_SECONDS + 10
 
-    second = await stack_factory(web=False, QUEUE_NAME=first.settings.QUEUE_NAME, **DAILY, **dodo.env)
+    second = await stack_factory(web=False, QUEUE_NAME=first.settings.QUEUE_NAME, **DAILY, **fake_dodo.env)
     await wait_until(lambda: _has(second, "skipped"), what="the second worker's start-up scan to be skipped")
-    dodo.fake.gate.set()
+    fake_dodo.fake.gate.set()
     await wait_until(lambda: _has(first, "ok"), what="the scan to finish")
 
     assert await statuses(first) == ["ok", "skipped"]
@@ -62,7 +62,7 @@ async def test_two_workers_starting_together_scan_once(
     assert (done.trigger, done.scanned, done.repaired) == ("cron", 32, 32)
     assert done.window_until is not None and done.window_until <= datetime.now(UTC) - SETTLE
     # The API's lists were read once: one page each (disputes twice: lost, accepted).
-    assert [dodo.fake.count(p) for p in ("/payments", "/refunds", "/disputes", "/subscriptions")] == [1, 1, 2, 1]
+    assert [fake_dodo.fake.count(p) for p in ("/payments", "/refunds", "/disputes", "/subscriptions")] == [1, 1, 2, 1]
     for payment in made["payments"]:
         await first.wait_status(f"rec_payment.succeeded_{payment['payment_id']}", "processed")
     assert sorted(granted) == sorted(p["payment_id"] for p in made["payments"])
@@ -70,14 +70,14 @@ async def test_two_workers_starting_together_scan_once(
         assert await session.get(ReconcileStateRow, "default") is not None
     assert not await _locked(first)
     assert "reconciliation: 32 object(s) read" in caplog.text
-    assert dodo.fake.api_key not in caplog.text  # not even at DEBUG level
+    assert fake_dodo.fake.api_key not in caplog.text  # not even at DEBUG level
 
 
 async def test_stopping_the_worker_interrupts_its_scan_and_frees_the_lock(
-        stack_factory: Any, dodo: Dodo) -> None:
-    populate(dodo.fake, payments=5)
-    dodo.fake.gate = asyncio.Event()
-    stack = await stack_factory(web=False, **DAILY, **dodo.env)
+        stack_factory: Any, fake_dodo: FakeApi) -> None:
+    populate(fake_dodo.fake, payments=5)
+    fake_dodo.fake.gate = asyncio.Event()
+    stack = await stack_factory(web=False, **DAILY, **fake_dodo.env)
     await wait_until(lambda: _has(stack, "running"), what="the start-up scan")
     assert await _locked(stack)
 
@@ -89,7 +89,7 @@ async def test_stopping_the_worker_interrupts_its_scan_and_frees_the_lock(
         assert await session.get(ReconcileStateRow, "default") is None  # the mark did not move
 
     # The next worker scans the same window again.
-    dodo.fake.gate.set()
+    fake_dodo.fake.gate.set()
     await stack.start_worker()
     await wait_until(lambda: _has(stack, "ok"), what="the next worker's scan")
     assert [r.scanned for r in await runs(stack) if r.status == "ok"] == [5]
@@ -117,13 +117,13 @@ async def _locked(stack: Stack) -> bool:
 
 
 async def test_a_run_left_running_by_a_killed_worker_is_marked_interrupted(
-        stack_factory: Any, dodo: Dodo) -> None:
+        stack_factory: Any, fake_dodo: FakeApi) -> None:
     from worker.reconcile import state
 
     stack = await stack_factory(web=False, worker=False)
     # A worker killed mid-scan leaves its run `running`; its 60 s lease lapses on its own.
     orphan = await state.start_run(stack.db, trigger="cron", since=None, until=None, metadata=None)
-    result = await dodo.reconcile(stack)
+    result = await fake_dodo.reconcile(stack)
     assert result["repaired"] == []
     by_id = {r.id: r for r in await runs(stack)}
     assert by_id[orphan].status == "interrupted" and by_id[orphan].error == "the process running it stopped"

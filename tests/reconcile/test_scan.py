@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from tests.entitlements.conftest import FILE_ONLY, entitlements
-from tests.reconcile.conftest import Dodo, as_delivered, grants_by_payment
+from tests.reconcile.conftest import FakeApi, as_delivered, grants_by_payment
 from tests.support import Stack
 from worker import Context, Event
 from worker.reconcile.models import ReconcileRunRow, ReconcileStateRow
@@ -75,9 +75,9 @@ async def count_rows(stack: Stack, model: Any) -> int:
 
 
 async def test_missed_payments_refunds_and_disputes_are_repaired_exactly_once(
-        stack_factory: Any, registry: Registry, catalog_path: Path, dodo: Dodo) -> None:
+        stack_factory: Any, registry: Registry, catalog_path: Path, fake_dodo: FakeApi) -> None:
     ledger = Ledger(registry)
-    made = populate(dodo.fake, payments=250, failed=20, refunds=20, disputes=5, product_id=FILE_ONLY)
+    made = populate(fake_dodo.fake, payments=250, failed=20, refunds=20, disputes=5, product_id=FILE_ONLY)
     paid = [p["payment_id"] for p in made["payments"]]
     stack = await stack_factory(ENTITLEMENTS_FILE=str(catalog_path))
     # Webhooks brought 50 of the paid orders and 5 of the refunds; the rest were lost.
@@ -86,10 +86,10 @@ async def test_missed_payments_refunds_and_disputes_are_repaired_exactly_once(
     await deliver(stack, "refund.succeeded", made["refunds"][:5])
     missing = set(paid) - {p["payment_id"] for p in delivered}
 
-    dodo.fake.rate_limit_every, dodo.fake.retry_after = 40, "0.05"  # a 429 now and then
-    result = await dodo.reconcile(stack)
-    dodo.fake.rate_limit_every = None
-    assert sum(1 for c in dodo.fake.calls if c.status == 429) >= 4
+    fake_dodo.fake.rate_limit_every, fake_dodo.fake.retry_after = 40, "0.05"  # a 429 now and then
+    result = await fake_dodo.reconcile(stack)
+    fake_dodo.fake.rate_limit_every = None
+    assert sum(1 for c in fake_dodo.fake.calls if c.status == 429) >= 4
     assert result["scanned"] == 250 + 20 + 5
     assert result["scanned_by_kind"] == {"payment": 250, "refund": 20, "dispute": 5, "subscription": 0}
     repaired = {(r["kind"], r["id"]) for r in result["repaired"]}
@@ -125,14 +125,14 @@ async def test_missed_payments_refunds_and_disputes_are_repaired_exactly_once(
     assert (code, shown["source"], shown["status"]) == (0, "reconcile", "processed")
 
     # Cost: 3 pages of payments, and a full fetch only of what was missing.
-    assert dodo.fake.count("/payments", 200) == 3
-    assert dodo.fetches("payments") == len(missing)
-    assert dodo.fetches("refunds") == 15
+    assert fake_dodo.fake.count("/payments", 200) == 3
+    assert fake_dodo.fetches("payments") == len(missing)
+    assert fake_dodo.fetches("refunds") == 15
 
     # The next scan without --since starts where this one ended, less the overlap: it reads
     # only the recent objects, finds nothing missing, fetches nothing, and handlers see nothing.
     first_until = parse(result["window"]["until"])
-    again = await dodo.reconcile(stack)
+    again = await fake_dodo.reconcile(stack)
     since = parse(again["window"]["since"])
     assert since == first_until - timedelta(minutes=stack.settings.RECONCILE_OVERLAP_MINUTES)
     assert again["repaired"] == []
@@ -141,9 +141,9 @@ async def test_missed_payments_refunds_and_disputes_are_repaired_exactly_once(
     assert again["scanned"] == len(recent) < 100
     assert again["api_calls"] == 5  # one short page of each list: the cost follows the window
     # A full rescan of the whole history repairs nothing either.
-    full = await dodo.reconcile(stack, "--since", "7h")
+    full = await fake_dodo.reconcile(stack, "--since", "7h")
     assert (full["scanned"], full["repaired"]) == (275, [])
-    assert dodo.fetches("payments") == len(missing)
+    assert fake_dodo.fetches("payments") == len(missing)
     assert ledger.granted == Counter({p: 1 for p in paid})
     assert len(await grants_by_payment(stack)) == 250
     assert await count_rows(stack, ReconcileRunRow) == 3
@@ -151,8 +151,8 @@ async def test_missed_payments_refunds_and_disputes_are_repaired_exactly_once(
 
 
 async def test_events_in_flight_are_left_alone_and_dead_ones_reported(
-        stack_factory: Any, registry: Registry, dodo: Dodo) -> None:
-    made = populate(dodo.fake, payments=3)
+        stack_factory: Any, registry: Registry, fake_dodo: FakeApi) -> None:
+    made = populate(fake_dodo.fake, payments=3)
     slow, broken, fine = (p["payment_id"] for p in made["payments"])
     release = asyncio.Event()
     runs: Counter[str] = Counter()
@@ -171,7 +171,7 @@ async def test_events_in_flight_are_left_alone_and_dead_ones_reported(
     await stack.wait_status(broken_id, "dead")
     await stack.wait_status(slow_id, "processing")
 
-    result = await dodo.reconcile(stack)
+    result = await fake_dodo.reconcile(stack)
     assert [(r["kind"], r["id"]) for r in result["repaired"]] == [("payment", fine)]
     assert result["dead"] == [{"kind": "payment", "id": broken, "event_id": broken_id}]
     assert result["pending"] == 1
@@ -181,34 +181,34 @@ async def test_events_in_flight_are_left_alone_and_dead_ones_reported(
     assert runs == Counter({slow: 1, broken: 1, fine: 1})
 
 
-async def test_a_rate_limit_is_waited_out(stack_factory: Any, registry: Registry, dodo: Dodo) -> None:
+async def test_a_rate_limit_is_waited_out(stack_factory: Any, registry: Registry, fake_dodo: FakeApi) -> None:
     ledger = Ledger(registry)
-    made = populate(dodo.fake, payments=120)
+    made = populate(fake_dodo.fake, payments=120)
     stack = await stack_factory()
-    dodo.fake.throttle_next(1, retry_after="1")  # the first list page
-    first = await dodo.reconcile(stack, "--dry-run")
+    fake_dodo.fake.throttle_next(1, retry_after="1")  # the first list page
+    first = await fake_dodo.reconcile(stack, "--dry-run")
     assert len(first["repaired"]) == 120
-    throttled = [c for c in dodo.fake.calls if c.status == 429]
-    after = dodo.fake.calls[dodo.fake.calls.index(throttled[0]) + 1]
+    throttled = [c for c in fake_dodo.fake.calls if c.status == 429]
+    after = fake_dodo.fake.calls[fake_dodo.fake.calls.index(throttled[0]) + 1]
     assert after.at - throttled[0].at >= 1.0, "Retry-After was honoured"
 
     # A longer spell of 429s than the SDK's own retries: still waited out, nothing lost.
-    dodo.fake.throttle_next(7, retry_after="0.1")
-    result = await dodo.reconcile(stack)
-    assert len([c for c in dodo.fake.calls if c.status == 429]) == 8
+    fake_dodo.fake.throttle_next(7, retry_after="0.1")
+    result = await fake_dodo.reconcile(stack)
+    assert len([c for c in fake_dodo.fake.calls if c.status == 429]) == 8
     assert {r["id"] for r in result["repaired"]} == {p["payment_id"] for p in made["payments"]}
     await settle(stack, result)
     assert ledger.granted == Counter({p["payment_id"]: 1 for p in made["payments"]})
 
 
 async def test_metadata_repairs_just_that_order(
-        stack_factory: Any, registry: Registry, catalog_path: Path, dodo: Dodo) -> None:
+        stack_factory: Any, registry: Registry, catalog_path: Path, fake_dodo: FakeApi) -> None:
     ledger = Ledger(registry)
-    made = populate(dodo.fake, payments=250, refunds=10, product_id=FILE_ONLY)
+    made = populate(fake_dodo.fake, payments=250, refunds=10, product_id=FILE_ONLY)
     order = made["payments"][7]
     stack = await stack_factory(ENTITLEMENTS_FILE=str(catalog_path))
 
-    result = await dodo.reconcile(stack, "--metadata", "order_id=ord_000007")
+    result = await fake_dodo.reconcile(stack, "--metadata", "order_id=ord_000007")
     assert result["scanned"] == 260
     assert result["metadata_filter"] == {"order_id": "ord_000007"}
     assert [(r["kind"], r["id"], r["metadata"]) for r in result["repaired"]] == [
@@ -222,18 +222,18 @@ async def test_metadata_repairs_just_that_order(
     assert await grants_by_payment(stack) == {order["payment_id"]: ["revoked"]}
     assert ledger.granted == Counter({order["payment_id"]: 1})
     assert await count_rows(stack, EventRow) == 2
-    assert dodo.fetches("payments") == 1
+    assert fake_dodo.fetches("payments") == 1
     # A narrowed scan leaves the schedule's mark alone: the next full scan covers everything.
     assert await count_rows(stack, ReconcileStateRow) == 0
-    missing = await dodo.reconcile(stack, "--metadata", "order_id=no-such-order")
+    missing = await fake_dodo.reconcile(stack, "--metadata", "order_id=no-such-order")
     assert missing["repaired"] == []
 
 
 async def test_dry_run_changes_nothing(
-        stack_factory: Any, registry: Registry, catalog_path: Path, dodo: Dodo) -> None:
-    populate(dodo.fake, payments=120, refunds=3, product_id=FILE_ONLY)
+        stack_factory: Any, registry: Registry, catalog_path: Path, fake_dodo: FakeApi) -> None:
+    populate(fake_dodo.fake, payments=120, refunds=3, product_id=FILE_ONLY)
     stack = await stack_factory(ENTITLEMENTS_FILE=str(catalog_path))
-    dry = await dodo.reconcile(stack, "--dry-run")
+    dry = await fake_dodo.reconcile(stack, "--dry-run")
     assert dry["dry_run"] is True
     assert len(dry["repaired"]) == 123
     code, out, _ = await stack.cli("events", "list", "--json")
@@ -241,50 +241,50 @@ async def test_dry_run_changes_nothing(
     assert await grants_by_payment(stack) == {}
     assert await count_rows(stack, ReconcileRunRow) == 0
     assert await count_rows(stack, ReconcileStateRow) == 0
-    assert dodo.fetches("payments") == dodo.fetches("refunds") == 0
+    assert fake_dodo.fetches("payments") == fake_dodo.fetches("refunds") == 0
 
-    real = await dodo.reconcile(stack)
+    real = await fake_dodo.reconcile(stack)
     assert real["repaired"] == dry["repaired"]  # the dry run named the very events a real run creates
     await settle(stack, real)
     assert len(await grants_by_payment(stack)) == 120
 
 
 async def test_scan_visits_every_page_even_when_deep_paging_is_capped(
-        stack_factory: Any, registry: Registry, dodo: Dodo) -> None:
-    made = populate(dodo.fake, payments=450)
-    dodo.fake.page_number_cap = 1  # pages past 1 answer page 1 again, like Dodo's OFFSET cap
+        stack_factory: Any, registry: Registry, fake_dodo: FakeApi) -> None:
+    made = populate(fake_dodo.fake, payments=450)
+    fake_dodo.fake.page_number_cap = 1  # pages past 1 answer page 1 again, like Dodo's OFFSET cap
     stack = await stack_factory(web=False, worker=False)
-    result = await dodo.reconcile(stack, "--dry-run")
+    result = await fake_dodo.reconcile(stack, "--dry-run")
     assert result["scanned_by_kind"]["payment"] == 450
     assert {r["id"] for r in result["repaired"]} == {p["payment_id"] for p in made["payments"]}
 
 
-async def test_window_starts_at_the_last_mark(stack_factory: Any, registry: Registry, dodo: Dodo) -> None:
+async def test_window_starts_at_the_last_mark(stack_factory: Any, registry: Registry, fake_dodo: FakeApi) -> None:
     from datetime import UTC, datetime, timedelta
 
     now = datetime.now(UTC)
-    populate(dodo.fake, payments=20, now=now - timedelta(hours=72), spread=timedelta(hours=1))
+    populate(fake_dodo.fake, payments=20, now=now - timedelta(hours=72), spread=timedelta(hours=1))
     stack = await stack_factory(web=False, worker=False)
-    first = await dodo.reconcile(stack)
+    first = await fake_dodo.reconcile(stack)
     assert first["scanned"] == 0  # older than the first scan's look-back (48 h)
     mark = datetime.fromisoformat(first["window"]["until"].replace("Z", "+00:00"))
-    second = await dodo.reconcile(stack)
+    second = await fake_dodo.reconcile(stack)
     since = datetime.fromisoformat(second["window"]["since"].replace("Z", "+00:00"))
     assert since == mark - timedelta(minutes=stack.settings.RECONCILE_OVERLAP_MINUTES)
-    old = await dodo.reconcile(stack, "--since", "4d", "--dry-run")
+    old = await fake_dodo.reconcile(stack, "--since", "4d", "--dry-run")
     assert old["scanned"] == 20 and len(old["repaired"]) == 20
 
 
 async def test_server_errors_are_retried_and_a_vanished_object_is_skipped(
-        stack_factory: Any, registry: Registry, dodo: Dodo) -> None:
-    made = populate(dodo.fake, payments=5)
+        stack_factory: Any, registry: Registry, fake_dodo: FakeApi) -> None:
+    made = populate(fake_dodo.fake, payments=5)
     vanished = made["payments"][2]["payment_id"]
-    dodo.fake.gone.add(vanished)
+    fake_dodo.fake.gone.add(vanished)
     stack = await stack_factory(web=False)
-    dodo.fake.fail_next(2, status=503)  # the first list page, twice
-    result = await dodo.reconcile(stack)
-    assert [c.status for c in dodo.fake.calls[:3]] == [503, 503, 200]
-    assert result["api_calls"] == len(dodo.fake.calls)  # every request counted, retries too
+    fake_dodo.fake.fail_next(2, status=503)  # the first list page, twice
+    result = await fake_dodo.reconcile(stack)
+    assert [c.status for c in fake_dodo.fake.calls[:3]] == [503, 503, 200]
+    assert result["api_calls"] == len(fake_dodo.fake.calls)  # every request counted, retries too
     assert result["not_found"] == [{"kind": "payment", "id": vanished, "why": "listed, but 404 when fetched"}]
     assert sorted(r["id"] for r in result["repaired"]) == sorted(
         p["payment_id"] for p in made["payments"] if p["payment_id"] != vanished)
@@ -294,14 +294,14 @@ async def test_server_errors_are_retried_and_a_vanished_object_is_skipped(
 
 
 async def test_a_webhook_arriving_after_its_repair_does_not_run_handlers_again(
-        stack_factory: Any, registry: Registry, catalog_path: Path, dodo: Dodo) -> None:
+        stack_factory: Any, registry: Registry, catalog_path: Path, fake_dodo: FakeApi) -> None:
     """Dodo's retries can outlast an outage: the webhook of an order reconciliation already
     repaired still arrives, under its own webhook id. It is stored and shown, but settled as
     `ignored` (naming the repair), so the merchant's handlers hear of the payment once."""
     ledger = Ledger(registry)
-    made = populate(dodo.fake, payments=3, refunds=1, product_id=FILE_ONLY)
+    made = populate(fake_dodo.fake, payments=3, refunds=1, product_id=FILE_ONLY)
     stack = await stack_factory(ENTITLEMENTS_FILE=str(catalog_path))
-    result = await dodo.reconcile(stack)
+    result = await fake_dodo.reconcile(stack)
     await settle(stack, result)
     late_pay, late_ref = made["payments"][1], made["refunds"][0]
 
@@ -333,19 +333,19 @@ async def grant_audit(stack: Stack, payment_id: str) -> list[tuple[str, str]]:
 
 
 async def test_a_missed_accepted_dispute_is_repaired_once(
-        stack_factory: Any, registry: Registry, catalog_path: Path, dodo: Dodo) -> None:
+        stack_factory: Any, registry: Registry, catalog_path: Path, fake_dodo: FakeApi) -> None:
     """The merchant accepted a dispute (the money went back) and its webhook was lost: the scan
     reads Dodo's accepted disputes beside the lost ones, and revokes through the same handlers."""
     ledger = Ledger(registry)
-    made = populate(dodo.fake, payments=4, product_id=FILE_ONLY)
+    made = populate(fake_dodo.fake, payments=4, product_id=FILE_ONLY)
     accepted_pay, lost_pay, open_pay, kept_pay = (p["payment_id"] for p in made["payments"])
     stack = await stack_factory(ENTITLEMENTS_FILE=str(catalog_path))
     await deliver(stack, "payment.succeeded", [as_delivered(p) for p in made["payments"]])
     when = datetime.now(UTC) - timedelta(minutes=10)
-    accepted, lost, _ = (dodo.fake.add("disputes", dispute(made["payments"][n], n, created_at=when, status=status))
+    accepted, lost, _ = (fake_dodo.fake.add("disputes", dispute(made["payments"][n], n, created_at=when, status=status))
                          for n, status in enumerate(("dispute_accepted", "dispute_lost", "dispute_opened")))
 
-    result = await dodo.reconcile(stack)
+    result = await fake_dodo.reconcile(stack)
     assert sorted((r["kind"], r["id"], r["type"]) for r in result["repaired"]) == [
         ("dispute", accepted["dispute_id"], "dispute.accepted"), ("dispute", lost["dispute_id"], "dispute.lost")]
     assert result["scanned_by_kind"]["dispute"] == 2  # the opened one is not read
@@ -359,9 +359,9 @@ async def test_a_missed_accepted_dispute_is_repaired_once(
     assert (ledger.accepted, ledger.lost) == (Counter({accepted_pay: 1}), Counter({lost_pay: 1}))
 
     # A second scan, over the whole history, finds nothing missing and changes nothing.
-    again = await dodo.reconcile(stack, "--since", "7h")
+    again = await fake_dodo.reconcile(stack, "--since", "7h")
     assert (again["repaired"], again["pending"], again["dead"]) == ([], 0, [])
-    assert dodo.fetches("disputes") == 2
+    assert fake_dodo.fetches("disputes") == 2
     assert len(await grant_audit(stack, accepted_pay)) == 2
     assert (ledger.accepted, ledger.lost) == (Counter({accepted_pay: 1}), Counter({lost_pay: 1}))
 
@@ -372,12 +372,12 @@ async def test_a_missed_accepted_dispute_is_repaired_once(
 
 
 async def test_accepted_disputes_ignored_before_dodo_worker_handled_them_are_repaired(
-        stack_factory: Any, registry: Registry, catalog_path: Path, dodo: Dodo) -> None:
+        stack_factory: Any, registry: Registry, catalog_path: Path, fake_dodo: FakeApi) -> None:
     """Before this version no handler took dispute.accepted: its webhooks settled `ignored` and the
     key stayed valid. A scan over that time repairs such a dispute, once."""
-    made = populate(dodo.fake, payments=1, product_id=FILE_ONLY)
+    made = populate(fake_dodo.fake, payments=1, product_id=FILE_ONLY)
     [pay] = made["payments"]
-    accepted = dodo.fake.add("disputes", dispute(pay, 0, created_at=datetime.now(UTC) - timedelta(minutes=10),
+    accepted = fake_dodo.fake.add("disputes", dispute(pay, 0, created_at=datetime.now(UTC) - timedelta(minutes=10),
                                                  status="dispute_accepted"))
     builtin = registry.get("entitlements.dispute")
     assert builtin is not None
@@ -394,10 +394,10 @@ async def test_accepted_disputes_ignored_before_dodo_worker_handled_them_are_rep
     registry.add(builtin.func, builtin.patterns, name=builtin.name, batched=builtin.batched, prepare=builtin.prepare)
     await stack.start_worker()
 
-    result = await dodo.reconcile(stack)
+    result = await fake_dodo.reconcile(stack)
     assert [(r["id"], r["type"]) for r in result["repaired"]] == [(accepted["dispute_id"], "dispute.accepted")]
     await settle(stack, result)
     assert await grants_by_payment(stack) == {pay["payment_id"]: ["revoked"]}
-    again = await dodo.reconcile(stack, "--since", "7h")
+    again = await fake_dodo.reconcile(stack, "--since", "7h")
     assert (again["repaired"], again["pending"]) == ([], 0)
     assert len(await grant_audit(stack, pay["payment_id"])) == 2

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.entitlements.conftest import KEY_ONLY, entitlements
-from tests.reconcile.conftest import Dodo, grants_by_payment
+from tests.reconcile.conftest import FakeApi, grants_by_payment
 from tests.support import Stack
 from worker.testing.fakedodo.data import populate
 
@@ -20,8 +20,8 @@ async def deliver(stack: Stack, event_type: str, sub: dict[str, Any]) -> None:
 
 
 async def test_lost_subscription_events_are_repaired_once(
-        stack_factory: Any, catalog_path: Path, dodo: Dodo) -> None:
-    made = populate(dodo.fake, payments=0, subscriptions=5, subscription_product_id=KEY_ONLY)
+        stack_factory: Any, catalog_path: Path, fake_dodo: FakeApi) -> None:
+    made = populate(fake_dodo.fake, payments=0, subscriptions=5, subscription_product_id=KEY_ONLY)
     never, cancelled_later, ended_unseen, unchanged, held_later = made["subscriptions"]
     stack = await stack_factory(ENTITLEMENTS_FILE=str(catalog_path))
     for sub in (cancelled_later, unchanged, held_later):
@@ -31,7 +31,7 @@ async def test_lost_subscription_events_are_repaired_once(
     held_later["status"] = "on_hold"
     ended_unseen["status"] = "cancelled"
 
-    result = await dodo.reconcile(stack)
+    result = await fake_dodo.reconcile(stack)
     assert result["scanned_by_kind"]["subscription"] == 5
     kinds = sorted((r["id"], r["type"]) for r in result["repaired"])
     assert kinds == sorted([(never["subscription_id"], "subscription.active"),
@@ -53,10 +53,10 @@ async def test_lost_subscription_events_are_repaired_once(
     assert (grant["kind"], grant["status"], grant["product_id"]) == ("license_key", "active", KEY_ONLY)
 
     # Nothing differs any more: a second scan repairs nothing; a later change gets its own event.
-    again = await dodo.reconcile(stack, "--since", "7h")
+    again = await fake_dodo.reconcile(stack, "--since", "7h")
     assert again["repaired"] == []
     held_later["status"] = "active"
-    back = await dodo.reconcile(stack, "--since", "7h")
+    back = await fake_dodo.reconcile(stack, "--since", "7h")
     assert [(r["id"], r["type"]) for r in back["repaired"]] == [
         (held_later["subscription_id"], "subscription.active")]
     await stack.wait_status(back["repaired"][0]["event_id"], "processed")
@@ -64,12 +64,12 @@ async def test_lost_subscription_events_are_repaired_once(
 
 
 async def test_subscriptions_bought_long_ago_follow_dodo(
-        stack_factory: Any, catalog_path: Path, dodo: Dodo) -> None:
+        stack_factory: Any, catalog_path: Path, fake_dodo: FakeApi) -> None:
     """Created long before the window (the windowed list never shows them), granted here: their
     status in Dodo is still checked, for the price of a walk over Dodo's active subscriptions."""
     from datetime import UTC, datetime, timedelta
 
-    made = populate(dodo.fake, payments=0, subscriptions=4, subscription_product_id=KEY_ONLY,
+    made = populate(fake_dodo.fake, payments=0, subscriptions=4, subscription_product_id=KEY_ONLY,
                     now=datetime.now(UTC) - timedelta(days=200), spread=timedelta(days=10))
     cancelled, held, fine, back = made["subscriptions"]
     stack = await stack_factory(ENTITLEMENTS_FILE=str(catalog_path))
@@ -78,7 +78,7 @@ async def test_subscriptions_bought_long_ago_follow_dodo(
     await deliver(stack, "subscription.on_hold", {**back, "status": "on_hold"})
     cancelled["status"], held["status"] = "cancelled", "on_hold"  # webhooks lost
 
-    result = await dodo.reconcile(stack)
+    result = await fake_dodo.reconcile(stack)
     assert sorted((r["id"], r["type"]) for r in result["repaired"]) == sorted([
         (cancelled["subscription_id"], "subscription.cancelled"),
         (held["subscription_id"], "subscription.on_hold"),
@@ -90,34 +90,34 @@ async def test_subscriptions_bought_long_ago_follow_dodo(
         fine["subscription_id"]: ["active"], back["subscription_id"]: ["active"]}
     # The price: one page of Dodo's active subscriptions, plus a fetch of each of ours that is
     # not active there (and of each repaired one, for its full payload).
-    assert dodo.fake.count("/subscriptions", 200) == 2  # the (empty) window, the active ones
+    assert fake_dodo.fake.count("/subscriptions", 200) == 2  # the (empty) window, the active ones
 
-    calls = len(dodo.fake.calls)
-    again = await dodo.reconcile(stack)
+    calls = len(fake_dodo.fake.calls)
+    again = await fake_dodo.reconcile(stack)
     assert again["repaired"] == []
-    assert dodo.fake.count("/subscriptions/" + held["subscription_id"]) >= 1
+    assert fake_dodo.fake.count("/subscriptions/" + held["subscription_id"]) >= 1
     # Next time only the one still suspended here and not active in Dodo is fetched.
-    assert [c.path for c in dodo.fake.calls[calls:] if c.path.startswith("/subscriptions/")] == [
+    assert [c.path for c in fake_dodo.fake.calls[calls:] if c.path.startswith("/subscriptions/")] == [
         "/subscriptions/" + held["subscription_id"]]
 
 
 async def test_a_granted_subscription_dodo_does_not_know_is_reported_not_found(
-        stack_factory: Any, catalog_path: Path, dodo: Dodo, caplog: Any) -> None:
+        stack_factory: Any, catalog_path: Path, fake_dodo: FakeApi, caplog: Any) -> None:
     """Granted here, 404 at Dodo (deleted, or another business's key): the report's `not_found`
     says so, the log says what it is, and its grants are left as they are."""
     import logging
     from datetime import UTC, datetime, timedelta
 
-    made = populate(dodo.fake, payments=0, subscriptions=1, subscription_product_id=KEY_ONLY,
+    made = populate(fake_dodo.fake, payments=0, subscriptions=1, subscription_product_id=KEY_ONLY,
                     now=datetime.now(UTC) - timedelta(days=200))
     [sub] = made["subscriptions"]
     stack = await stack_factory(ENTITLEMENTS_FILE=str(catalog_path))
     await deliver(stack, "subscription.active", sub)
-    del dodo.fake.collections["subscriptions"][sub["subscription_id"]]
-    dodo.fake._sorted.pop("subscriptions", None)
+    del fake_dodo.fake.collections["subscriptions"][sub["subscription_id"]]
+    fake_dodo.fake._sorted.pop("subscriptions", None)
 
     caplog.set_level(logging.WARNING)
-    result = await dodo.reconcile(stack)
+    result = await fake_dodo.reconcile(stack)
     assert result["not_found"] == [{"kind": "subscription", "id": sub["subscription_id"],
                                     "why": "granted here, but Dodo does not know it"}]
     assert result["repaired"] == []
@@ -126,11 +126,11 @@ async def test_a_granted_subscription_dodo_does_not_know_is_reported_not_found(
     assert any(sub["subscription_id"] in m and "Dodo does not know it (404)" in m for m in messages)
     assert not any("although" in m for m in messages)
     # Still true at the next scan: reported again, one fetch each time, grants still untouched.
-    again = await dodo.reconcile(stack)
+    again = await fake_dodo.reconcile(stack)
     assert [gone["id"] for gone in again["not_found"]] == [sub["subscription_id"]]
-    assert dodo.fake.count("/subscriptions/" + sub["subscription_id"], 404) == 2
+    assert fake_dodo.fake.count("/subscriptions/" + sub["subscription_id"], 404) == 2
     assert await grants_by_payment(stack) == {sub["subscription_id"]: ["active"]}
     # The human summary says the same, not "listed by the API".
-    code, _, err = await stack.cli("reconcile", env=dodo.env)
+    code, _, err = await stack.cli("reconcile", env=fake_dodo.env)
     assert code == 0, err
     assert f"{sub['subscription_id']}: granted here, but Dodo does not know it (404)" in " ".join(err.split())

@@ -18,6 +18,8 @@ import json
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from worker.events import Event
 
 # The webhook secret `sign` uses by default, and the one the `dodo` fixture's receiver accepts
@@ -62,15 +64,16 @@ def make_event(event_type: str, *, id: str | None = None, data: dict[str, Any] |
     return Event.from_envelope(id or new_message_id(), body)
 
 
-def sign(body: bytes | str | dict[str, Any], secret: str | None = None, id: str | None = None
-         ) -> dict[str, str]:
+def sign(body: bytes | str | dict[str, Any], secret: str | None = None, id: str | None = None,
+         timestamp: datetime | None = None) -> dict[str, str]:
     """Standard Webhooks headers (`webhook-id`, `webhook-timestamp`, `webhook-signature`,
     `content-type`) for `body` as Dodo would send it. A dict is serialised with `json.dumps`:
-    send exactly those bytes. `secret` defaults to TEST_SECRET."""
+    send exactly those bytes. `secret` defaults to TEST_SECRET, `timestamp` to now (an old one
+    tests the receiver's replay window)."""
     from worker.signing import signed_headers
 
     raw = json.dumps(body) if isinstance(body, dict) else body
-    return signed_headers(secret or TEST_SECRET, raw, id)
+    return signed_headers(secret or TEST_SECRET, raw, id, timestamp)
 
 
 __all__ = ["TEST_SECRET", "deep_merge", "envelope", "make_event", "sign"]

@@ -172,19 +172,7 @@ class Dodo:
 
     async def wait(self, event_id: str, *statuses: str, seconds: float = WAIT_SECONDS) -> SentEvent:
         """The event once its status is one of `statuses` (default: settled)."""
-        wanted = statuses or EventStatus.SETTLED
-
-        async def reached() -> dict[str, Any] | None:
-            detail = await self._detail(event_id)
-            return detail if detail is not None and detail["status"] in wanted else None
-
-        try:
-            found = await wait_until(reached, seconds, what=f"event {event_id} to be {'/'.join(wanted)}")
-        except AssertionError:
-            last = await self._detail(event_id)
-            raise AssertionError(f"event {event_id} did not become {'/'.join(wanted)} within {seconds}s: "
-                                 f"{SentEvent.from_detail(last) if last else 'never stored'}") from None
-        return SentEvent.from_detail(found)
+        return SentEvent.from_detail(await wait_for_status(self.db, event_id, statuses, seconds))
 
     async def settle(self, event_id: str, seconds: float = WAIT_SECONDS) -> SentEvent:
         """The event once processed, ignored or dead (after its retries, which the kit makes fast)."""
@@ -225,13 +213,38 @@ class Dodo:
         return report
 
     async def _detail(self, event_id: str) -> dict[str, Any] | None:
-        async with self.db.sessions() as session:
-            return await inbox.event_detail(session, event_id)
+        return await event_detail(self.db, event_id)
 
     def _bearer(self) -> dict[str, str]:
         token = self.settings.WORKER_API_TOKEN
         assert token is not None
         return {"authorization": f"Bearer {token.get_secret_value()}"}
+
+
+async def event_detail(db: Database, event_id: str) -> dict[str, Any] | None:
+    """The event as `events show --json` prints it, or None when it was never stored."""
+    async with db.sessions() as session:
+        return await inbox.event_detail(session, event_id)
+
+
+async def wait_for_status(db: Database, event_id: str, statuses: tuple[str, ...] = (),
+                          seconds: float = WAIT_SECONDS, every: float = 0.01) -> dict[str, Any]:
+    """The event's detail once its status is one of `statuses` (default: settled); on time-out an
+    AssertionError that shows the event as it is (its handlers, attempts and errors)."""
+    wanted = statuses or EventStatus.SETTLED
+
+    async def reached() -> dict[str, Any] | None:
+        detail = await event_detail(db, event_id)
+        return detail if detail is not None and detail["status"] in wanted else None
+
+    try:
+        found: dict[str, Any] = await wait_until(reached, seconds, what=f"event {event_id} to be {'/'.join(wanted)}",
+                                                 every=every)
+    except AssertionError:
+        last = await event_detail(db, event_id)
+        raise AssertionError(f"event {event_id} did not become {'/'.join(wanted)} within {seconds}s: "
+                             f"{SentEvent.from_detail(last) if last else 'never stored'}") from None
+    return found
 
 
 # building --------------------------------------------------------------------------------------
@@ -304,11 +317,15 @@ async def server_database(admin_url: str) -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def database(tmp_dir: Path) -> AsyncIterator[str]:
+async def database(tmp_dir: Path, backend: str | None = None) -> AsyncIterator[str]:
+    """A fresh migrated database: on `backend` ('sqlite', or 'postgresql' on TEST_DATABASE_URL's
+    server), or when None on TEST_DATABASE_URL's server if it is set, else SQLite."""
     admin_url = os.environ.get("TEST_DATABASE_URL")
-    if not admin_url:
+    if backend == "sqlite" or (backend is None and not admin_url):
         yield await sqlite_database(tmp_dir)
         return
+    if not admin_url:
+        raise RuntimeError(f"a {backend} database needs TEST_DATABASE_URL (an admin URL of the server)")
     async with server_database(admin_url) as url:
         yield url
 
@@ -346,13 +363,14 @@ def kit_settings(given: Mapping[str, Any], extra: dict[str, Any], forced: dict[s
 
 
 @contextlib.asynccontextmanager
-async def running_worker(settings: Settings, registry: Registry) -> AsyncIterator[Any]:
-    """The worker as `dodo-worker worker` runs it (arq under the supervisor), in this loop."""
+async def running_worker(settings: Settings, registry: Registry, **options: Any) -> AsyncIterator[Any]:
+    """The worker as `dodo-worker worker` runs it (arq under the supervisor), in this loop;
+    `options` go to the supervisor (e.g. `poll_delay`)."""
     import asyncio
 
     from worker.supervisor import WorkerSupervisor
 
-    supervisor = WorkerSupervisor(settings, registry, load_modules=False)
+    supervisor = WorkerSupervisor(settings, registry, load_modules=False, **options)
     task = asyncio.create_task(supervisor.run())
 
     async def ready() -> bool:
@@ -371,8 +389,10 @@ async def running_worker(settings: Settings, registry: Registry) -> AsyncIterato
 
 
 @contextlib.asynccontextmanager
-async def start(given: Mapping[str, Any], tmp_dir: Path, shared_redis: Any) -> AsyncIterator[Dodo]:
-    """Everything the `dodo` fixture holds, started in order and stopped in reverse."""
+async def start(given: Mapping[str, Any], tmp_dir: Path, shared_redis: Any, backend: str | None = None
+                ) -> AsyncIterator[Dodo]:
+    """Everything the `dodo` fixture holds, started in order and stopped in reverse (`backend`:
+    see `database`)."""
     from worker.web.app import create_app
 
     given = {k: v for k, v in given.items() if k != "DATABASE_URL"}
@@ -383,7 +403,7 @@ async def start(given: Mapping[str, Any], tmp_dir: Path, shared_redis: Any) -> A
         catcher = HookCatcher()
         await stack.enter_async_context(catcher.serving(servers))
         redis_url = given.get("REDIS_URL") or shared_redis().url
-        database_url = await stack.enter_async_context(database(tmp_dir))
+        database_url = await stack.enter_async_context(database(tmp_dir, backend))
         extra = {"DODO_PAYMENTS_API_KEY": fake.api_key, "DODO_PAYMENTS_BASE_URL": fake_url}
         forced = {"DATABASE_URL": database_url, "REDIS_URL": redis_url,
                   "QUEUE_NAME": f"dodo-kit:{uuid.uuid4().hex[:10]}"}
