@@ -3,6 +3,8 @@
 - `catalog_path`: an entitlements.toml in tmp_path (see `write_catalog` to add hooks or options);
 - `registry`: the test's fresh registry with the built-in handlers of handlers/entitlements.py;
 - `ent_stack`: the running stack with that catalog;
+- `dodo_settings`: the test kit's `dodo` (tests/conftest.py) with that catalog, and
+  `send_processed(dodo, TYPE, data)`: send through the kit, check the event was processed;
 - payload builders `payment`, `refund`, `dispute`, `subscription`, `license_key` (bundled samples
   with the fields that matter replaced) and `envelope` (to set the event timestamp);
 - `entitlements(stack, **filters)`: GET /v1/entitlements with the bearer token.
@@ -21,6 +23,7 @@ import pytest
 from tests.support import Stack
 from worker.registry import Registry, default_registry
 from worker.samples import load_sample
+from worker.testing.kit import Dodo, SentEvent
 
 PRODUCT = "pdt_pro"  # licence key (2 activations, prefix ACME), files/guide.pdf, optional hooks
 KEY_ONLY = "pdt_key"  # licence key only (1 activation): subscriptions use it
@@ -82,6 +85,19 @@ def registry() -> Registry:
 async def ent_stack(stack_factory: Any, catalog_path: Path) -> Stack:
     stack: Stack = await stack_factory(ENTITLEMENTS_FILE=str(catalog_path))
     return stack
+
+
+@pytest.fixture
+def dodo_settings(catalog_path: Path) -> dict[str, Any]:
+    """The kit's `dodo` on the test catalog (which brings the built-in entitlement handlers)."""
+    return {"ENTITLEMENTS_FILE": str(catalog_path)}
+
+
+async def send_processed(dodo: Dodo, event_type: str, data: dict[str, Any]) -> SentEvent:
+    """`dodo.send` (data merged into the bundled sample), checking that the event was processed."""
+    event = await dodo.send(event_type, data=data)
+    assert event.status == "processed", event
+    return event
 
 
 # payload builders ------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from tests.entitlements.conftest import (
     entitlements,
     payment,
     send_and_wait,
+    send_processed,
 )
 from tests.support import Stack
 from worker.entitlements import keys
@@ -24,6 +25,7 @@ from worker.entitlements.payments import on_payment
 from worker.entitlements.service import Actor, Grants
 from worker.events import Payment
 from worker.store import HandlerRunRow, RunStatus
+from worker.testing.kit import Dodo
 
 
 def _stable(grants: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -31,15 +33,16 @@ def _stable(grants: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{**g, "file": {**g["file"], "download_url": None}} if "file" in g else g for g in grants]
 
 
-async def _count(stack: Stack, model: Any) -> int:
+async def _count(stack: Stack | Dodo, model: Any) -> int:
     async with stack.db.sessions() as session:
         return int(await session.scalar(select(func.count()).select_from(model)) or 0)
 
 
-async def test_payment_grants_what_the_catalog_lists(ent_stack: Stack) -> None:
-    event_id = await send_and_wait(ent_stack, "payment.succeeded",
-                                   payment("pay_a", [(PRODUCT, 2), (KEY_ONLY, 1), ("pdt_unknown", 3)]))
-    grants = await entitlements(ent_stack, payment_id="pay_a")
+async def test_payment_grants_what_the_catalog_lists(dodo: Dodo) -> None:
+    paid = await send_processed(dodo, "payment.succeeded",
+                                payment("pay_a", [(PRODUCT, 2), (KEY_ONLY, 1), ("pdt_unknown", 3)]))
+    event_id = paid.id
+    grants = await dodo.grants(payment_id="pay_a")
     kinds = sorted((g["product_id"], g["kind"]) for g in grants)
     # one key per unit (2 + 1), the file once; a product not in the catalog grants nothing
     assert kinds == [(KEY_ONLY, "license_key"), (PRODUCT, "file"), (PRODUCT, "license_key"),
@@ -51,7 +54,7 @@ async def test_payment_grants_what_the_catalog_lists(ent_stack: Stack) -> None:
         assert len(body) * 5 >= 128  # at least 128 random bits of base32
     assert all(g["status"] == "active" and g["customer_id"] == CUSTOMER for g in grants)
 
-    async with ent_stack.db.sessions() as session:
+    async with dodo.db.sessions() as session:
         audit = list(await session.scalars(select(AuditRow)))
         meta = list(await session.scalars(select(GrantMetadataRow)))
     assert {(a.action, a.to_status, a.actor, a.event_id) for a in audit} == {
@@ -61,29 +64,29 @@ async def test_payment_grants_what_the_catalog_lists(ent_stack: Stack) -> None:
     assert len(meta) == 8
 
 
-async def test_lookup_by_key_accepts_lowercase_without_dashes(ent_stack: Stack) -> None:
-    await send_and_wait(ent_stack, "payment.succeeded", payment("pay_k", [(PRODUCT, 1)]))
-    [grant] = [g for g in await entitlements(ent_stack, payment_id="pay_k") if g["kind"] == "license_key"]
+async def test_lookup_by_key_accepts_lowercase_without_dashes(dodo: Dodo) -> None:
+    await send_processed(dodo, "payment.succeeded", payment("pay_k", [(PRODUCT, 1)]))
+    [grant] = [g for g in await dodo.grants(payment_id="pay_k") if g["kind"] == "license_key"]
     typed = grant["license_key"]["key"].replace("-", "").lower()
-    async with ent_stack.db.sessions() as session:
+    async with dodo.db.sessions() as session:
         row = await session.scalar(select(GrantRow).where(GrantRow.license_key_hash == keys.key_hash(typed)))
     assert row is not None and row.id == grant["id"]
 
 
-async def test_failed_and_subscription_payments_grant_nothing(ent_stack: Stack) -> None:
-    await send_and_wait(ent_stack, "payment.succeeded", payment("pay_f", status="failed"))
-    await send_and_wait(ent_stack, "payment.succeeded", payment("pay_s", subscription_id="sub_x"))
-    assert await _count(ent_stack, GrantRow) == 0
+async def test_failed_and_subscription_payments_grant_nothing(dodo: Dodo) -> None:
+    await send_processed(dodo, "payment.succeeded", payment("pay_f", status="failed"))
+    await send_processed(dodo, "payment.succeeded", payment("pay_s", subscription_id="sub_x"))
+    assert await _count(dodo, GrantRow) == 0
 
 
-async def test_same_payment_under_new_webhook_ids_grants_once(ent_stack: Stack) -> None:
-    first = await send_and_wait(ent_stack, "payment.succeeded", payment("pay_d", [(PRODUCT, 1)]))
-    before = _stable(await entitlements(ent_stack, payment_id="pay_d"))
-    second = await send_and_wait(ent_stack, "payment.succeeded", payment("pay_d", [(PRODUCT, 1)]))
-    assert first != second
-    after = _stable(await entitlements(ent_stack, payment_id="pay_d"))
+async def test_same_payment_under_new_webhook_ids_grants_once(dodo: Dodo) -> None:
+    first = await send_processed(dodo, "payment.succeeded", payment("pay_d", [(PRODUCT, 1)]))
+    before = _stable(await dodo.grants(payment_id="pay_d"))
+    second = await send_processed(dodo, "payment.succeeded", payment("pay_d", [(PRODUCT, 1)]))
+    assert first.id != second.id
+    after = _stable(await dodo.grants(payment_id="pay_d"))
     assert after == before and len(after) == 2
-    assert await _count(ent_stack, AuditRow) == 2  # the second delivery changed nothing
+    assert await _count(dodo, AuditRow) == 2  # the second delivery changed nothing
 
 
 async def test_replayed_event_grants_nothing_new(ent_stack: Stack) -> None:
@@ -118,18 +121,18 @@ async def test_two_workers_at_once_grant_once(ent_stack: Stack, catalog_path: An
     assert await _count(ent_stack, GrantRow) == 4
 
 
-async def test_python_hooks_get_one_outbox_row_per_change(ent_stack: Stack) -> None:
+async def test_python_hooks_get_one_outbox_row_per_change(dodo: Dodo) -> None:
     from worker.entitlements import hooks
 
     @hooks.on_entitlement("entitlement.granted")
     async def provision(event_type: str, grant: dict[str, Any]) -> None: ...
 
     try:
-        await send_and_wait(ent_stack, "payment.succeeded", payment("pay_h", [(PRODUCT, 1)]))
-        await send_and_wait(ent_stack, "payment.succeeded", payment("pay_h", [(PRODUCT, 1)]))
+        await send_processed(dodo, "payment.succeeded", payment("pay_h", [(PRODUCT, 1)]))
+        await send_processed(dodo, "payment.succeeded", payment("pay_h", [(PRODUCT, 1)]))
     finally:
         hooks.remove(f"{provision.__module__}.{provision.__qualname__}")
-    async with ent_stack.db.sessions() as session:
+    async with dodo.db.sessions() as session:
         rows = list(await session.scalars(select(DeliveryRow)))
     assert len(rows) == 2  # the key and the file, once each
     assert {r.target for r in rows} == {f"python:{provision.__module__}.{provision.__qualname__}"}
@@ -139,29 +142,29 @@ async def test_python_hooks_get_one_outbox_row_per_change(ent_stack: Stack) -> N
     assert all(p["type"] == "entitlement.granted" and p["timestamp"] for p in payloads)
 
 
-async def test_dodo_issued_key_is_recorded_and_follows_its_payment(ent_stack: Stack) -> None:
+async def test_dodo_issued_key_is_recorded_and_follows_its_payment(dodo: Dodo) -> None:
     from tests.entitlements.conftest import EMAIL, license_key, refund
 
-    await send_and_wait(ent_stack, "payment.succeeded", payment("pay_dodo", [(KEY_ONLY, 1)]))
-    event_id = await send_and_wait(ent_stack, "license_key.created",
+    await send_processed(dodo, "payment.succeeded", payment("pay_dodo", [(KEY_ONLY, 1)]))
+    created = await send_processed(dodo, "license_key.created",
                                    license_key("lic_1", key="db44b22c-fe9b-4a68-bf0d-b0e0d6c6c8c0",
                                                product_id=PRODUCT, payment_id="pay_dodo"))
-    await send_and_wait(ent_stack, "license_key.created", license_key("lic_1", payment_id="pay_dodo"))
-    grants = await entitlements(ent_stack, customer_id=CUSTOMER)
-    dodo = [g for g in grants if g["source"] == "dodo"]
-    assert len(dodo) == 1
-    assert dodo[0]["license_key"] == {"key": "db44b22c-fe9b-4a68-bf0d-b0e0d6c6c8c0", "activations_limit": 3,
-                                      "activations": 0, "expires_at": None}
-    assert (dodo[0]["status"], dodo[0]["payment_id"], dodo[0]["product_id"]) == ("active", "pay_dodo", PRODUCT)
-    assert dodo[0]["email"] == EMAIL  # borrowed from the payment's own grant
-    async with ent_stack.db.sessions() as session:
+    await send_processed(dodo, "license_key.created", license_key("lic_1", payment_id="pay_dodo"))
+    grants = await dodo.grants(customer_id=CUSTOMER)
+    issued = [g for g in grants if g["source"] == "dodo"]
+    assert len(issued) == 1
+    assert issued[0]["license_key"] == {"key": "db44b22c-fe9b-4a68-bf0d-b0e0d6c6c8c0", "activations_limit": 3,
+                                        "activations": 0, "expires_at": None}
+    assert (issued[0]["status"], issued[0]["payment_id"], issued[0]["product_id"]) == ("active", "pay_dodo", PRODUCT)
+    assert issued[0]["email"] == EMAIL  # borrowed from the payment's own grant
+    async with dodo.db.sessions() as session:
         row = await session.scalar(select(GrantRow).where(
             GrantRow.license_key_hash == keys.key_hash("DB44B22CFE9B4A68BF0DB0E0D6C6C8C0")))
     assert row is not None and row.dodo_license_key_id == "lic_1"
-    assert event_id
+    assert created.id
 
-    await send_and_wait(ent_stack, "refund.succeeded", refund("pay_dodo", "ref_dodo"))
-    assert {g["status"] for g in await entitlements(ent_stack, payment_id="pay_dodo")} == {"revoked"}
+    await send_processed(dodo, "refund.succeeded", refund("pay_dodo", "ref_dodo"))
+    assert {g["status"] for g in await dodo.grants(payment_id="pay_dodo")} == {"revoked"}
 
 
 async def test_hook_urls_get_outbox_rows_only_with_a_signing_key(stack_factory: Any, tmp_path: Any) -> None:
