@@ -93,6 +93,11 @@ class Stack:
         self.db = Database(self.settings.DATABASE_URL)
         self.http = httpx.AsyncClient(timeout=15)
 
+    @property
+    def url(self) -> str:
+        """The receiver's base URL, under the kit's name (`dodo.url`), for helpers of both."""
+        return self.base_url
+
     # processes (the kit's serve_app and running_worker) ----------------------------------
     async def start_web(self) -> None:
         web = contextlib.AsyncExitStack()

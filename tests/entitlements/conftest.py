@@ -100,6 +100,12 @@ async def send_processed(dodo: Dodo, event_type: str, data: dict[str, Any]) -> S
     return event
 
 
+async def _send_processed_as(dodo: Dodo, event_type: str, data: dict[str, Any], event_id: str) -> SentEvent:
+    event = await dodo.send(event_type, data=data, id=event_id)
+    assert event.status == "processed", event
+    return event
+
+
 # payload builders ------------------------------------------------------------------------------
 
 def _customer(customer_id: str, email: str) -> dict[str, Any]:
@@ -187,17 +193,25 @@ async def entitlements_response(stack: Stack, token: str | None = "settings", **
     return await stack.http.get(f"{stack.base_url}/v1/entitlements", params=params, headers=headers)
 
 
-async def entitlements(stack: Stack, **params: str) -> list[dict[str, Any]]:
-    """The grants `GET /v1/entitlements?...` lists (metadata filters: pass {"metadata.KEY": VALUE})."""
+async def entitlements(stack: Stack | Dodo, **params: str) -> list[dict[str, Any]]:
+    """The grants `GET /v1/entitlements?...` lists (metadata filters: pass {"metadata.KEY": VALUE});
+    on the kit's `dodo`, what `dodo.grants` answers."""
+    if isinstance(stack, Dodo):
+        return await stack.grants(**params)
     response = await entitlements_response(stack, **params)
     assert response.status_code == 200, response.text
     found: list[dict[str, Any]] = response.json()["entitlements"]
     return found
 
 
-async def send_and_wait(stack: Stack, event_type: str, data: dict[str, Any], *, event_id: str | None = None,
+async def send_and_wait(stack: Stack | Dodo, event_type: str, data: dict[str, Any], *, event_id: str | None = None,
                         timestamp: str | None = None) -> str:
-    """Send an event as Dodo would and wait until it is processed; its id."""
+    """Send an event as Dodo would and wait until it is processed; its id. On the kit's `dodo`
+    through `dodo.send` (which stamps the event now: give no `timestamp`)."""
+    if isinstance(stack, Dodo):
+        assert timestamp is None, "dodo.send stamps the event now"
+        return (await send_processed(stack, event_type, data) if event_id is None
+                else await _send_processed_as(stack, event_type, data, event_id)).id
     body = envelope(event_type, data, timestamp) if timestamp else None
     event_id, response = await stack.send(event_type, data, event_id=event_id, envelope=body)
     assert response.status_code == 200, response.text

@@ -24,76 +24,77 @@ from tests.entitlements.conftest import (
 from tests.support import Stack
 from worker.entitlements import tokens
 from worker.entitlements.models import GrantRow
+from worker.testing.kit import Dodo
 
 S3_PRODUCT = "pdt_s3_book"
 S3_CATALOG = f'[products.{S3_PRODUCT}]\nfiles = ["s3://dodo-test-bucket/books/Book v2.epub"]\n'
 
 
-async def file_grant(stack: Stack, payment_id: str, product: str = FILE_ONLY) -> dict[str, Any]:
+async def file_grant(stack: Stack | Dodo, payment_id: str, product: str = FILE_ONLY) -> dict[str, Any]:
     await send_and_wait(stack, "payment.succeeded", payment(payment_id, [(product, 1)]))
     return next(g for g in await entitlements(stack, payment_id=payment_id) if g["kind"] == "file")
 
 
-async def downloads(stack: Stack, grant_id: str) -> int:
+async def downloads(stack: Stack | Dodo, grant_id: str) -> int:
     async with stack.db.sessions() as session:
         grant = await session.get(GrantRow, grant_id)
         assert grant is not None
         return grant.downloads
 
 
-def signing_key(stack: Stack) -> bytes:
+def signing_key(stack: Stack | Dodo) -> bytes:
     key = tokens.signing_key(stack.settings)
     assert key is not None
     return key
 
 
-async def test_file_is_served_and_counted(ent_stack: Stack) -> None:
-    grant = await file_grant(ent_stack, "pay_dl")
+async def test_file_is_served_and_counted(dodo: Dodo) -> None:
+    grant = await file_grant(dodo, "pay_dl")
     assert grant["file"]["name"] == "guide.pdf"
     url = grant["file"]["download_url"]
-    assert url.startswith(f"{ent_stack.base_url}/v1/downloads/")
+    assert url.startswith(f"{dodo.url}/v1/downloads/")
 
-    response = await ent_stack.http.get(url)
+    response = await dodo.http.get(url)
     assert response.status_code == 200
     assert response.content == GUIDE_BYTES
     assert response.headers["content-type"] == "application/pdf"
     assert response.headers["content-disposition"] == 'attachment; filename="guide.pdf"'
     assert response.headers["cache-control"] == "no-store"
 
-    answers = await asyncio.gather(*(ent_stack.http.get(url) for _ in range(6)))
+    answers = await asyncio.gather(*(dodo.http.get(url) for _ in range(6)))
     assert [r.status_code for r in answers] == [200] * 6
-    assert await downloads(ent_stack, grant["id"]) == 7
+    assert await downloads(dodo, grant["id"]) == 7
 
 
-async def test_refused_after_revoke_tamper_and_expiry(ent_stack: Stack) -> None:
-    grant = await file_grant(ent_stack, "pay_dl", PRODUCT)
+async def test_refused_after_revoke_tamper_and_expiry(dodo: Dodo) -> None:
+    grant = await file_grant(dodo, "pay_dl", PRODUCT)
     url = grant["file"]["download_url"]
     token = url.rsplit("/", 1)[1]
-    base = f"{ent_stack.base_url}/v1/downloads"
+    base = f"{dodo.url}/v1/downloads"
 
     payload, mac = token.split(".")
     flipped = mac[:-2] + ("A" if mac[-2] != "A" else "B") + mac[-1]
     for bad in (f"{payload}.{flipped}", f"{payload[:-1]}x.{mac}", "not-a-token",
                 tokens.make_token(b"another key" * 3, grant["id"], 600)):
-        response = await ent_stack.http.get(f"{base}/{bad}")
+        response = await dodo.http.get(f"{base}/{bad}")
         assert (response.status_code, response.json()) == (403, {"error": "invalid download link"})
 
-    expired = tokens.make_token(signing_key(ent_stack), grant["id"], 60, now=time.time() - 3600)
-    response = await ent_stack.http.get(f"{base}/{expired}")
+    expired = tokens.make_token(signing_key(dodo), grant["id"], 60, now=time.time() - 3600)
+    response = await dodo.http.get(f"{base}/{expired}")
     assert (response.status_code, response.json()) == (410, {"error": "download link expired"})
 
-    licence = next(g for g in await entitlements(ent_stack, payment_id="pay_dl") if g["kind"] == "license_key")
+    licence = next(g for g in await entitlements(dodo, payment_id="pay_dl") if g["kind"] == "license_key")
     for grant_id in (licence["id"], "grt_does_not_exist"):  # signed, but no file behind it
-        response = await ent_stack.http.get(f"{base}/{tokens.make_token(signing_key(ent_stack), grant_id, 600)}")
+        response = await dodo.http.get(f"{base}/{tokens.make_token(signing_key(dodo), grant_id, 600)}")
         assert (response.status_code, response.json()) == (404, {"error": "not found"})
 
-    assert (await ent_stack.http.get(url)).status_code == 200
-    await send_and_wait(ent_stack, "refund.succeeded", refund("pay_dl", "ref_dl"))
-    response = await ent_stack.http.get(url)
+    assert (await dodo.http.get(url)).status_code == 200
+    await send_and_wait(dodo, "refund.succeeded", refund("pay_dl", "ref_dl"))
+    response = await dodo.http.get(url)
     assert (response.status_code, response.json()) == (403, {"error": "download no longer available"})
-    revoked = next(g for g in await entitlements(ent_stack, payment_id="pay_dl") if g["kind"] == "file")
+    revoked = next(g for g in await entitlements(dodo, payment_id="pay_dl") if g["kind"] == "file")
     assert (revoked["status"], revoked["file"]["download_url"]) == ("revoked", None)
-    assert await downloads(ent_stack, grant["id"]) == 1
+    assert await downloads(dodo, grant["id"]) == 1
 
 
 @pytest.fixture
