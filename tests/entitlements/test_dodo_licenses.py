@@ -41,7 +41,7 @@ BUYER = {"customer_id": CUSTOMER, "name": "Ada Buyer", "email": EMAIL}
 
 
 @dataclass
-class Dodo:
+class FakeApi:
     fake: FakeDodo
     url: str
 
@@ -53,22 +53,22 @@ class Dodo:
 
 
 @pytest.fixture
-async def dodo() -> AsyncIterator[Dodo]:
+async def fake_dodo() -> AsyncIterator[FakeApi]:
     fake = FakeDodo()
     fake.licenses.products[PRODUCT] = "Acme Pro (at Dodo)"
     async with serve(fake) as url:
-        yield Dodo(fake, url)
+        yield FakeApi(fake, url)
 
 
 @pytest.fixture
-async def dodo_stack(stack_factory: Any, catalog_path: Any, dodo: Dodo) -> Stack:
+async def dodo_stack(stack_factory: Any, catalog_path: Any, fake_dodo: FakeApi) -> Stack:
     # An API key is configured (as for reconciliation): it must not travel with licence calls.
-    stack: Stack = await stack_factory(ENTITLEMENTS_FILE=str(catalog_path), DODO_PAYMENTS_BASE_URL=dodo.url,
-                                       DODO_PAYMENTS_API_KEY=dodo.fake.api_key)
+    stack: Stack = await stack_factory(ENTITLEMENTS_FILE=str(catalog_path), DODO_PAYMENTS_BASE_URL=fake_dodo.url,
+                                       DODO_PAYMENTS_API_KEY=fake_dodo.fake.api_key)
     return stack
 
 
-async def dodo_key(stack: Stack, dodo: Dodo, *, key: str = KEY, key_id: str = KEY_ID, product_id: str = PRODUCT,
+async def dodo_key(stack: Stack, fake_dodo: FakeApi, *, key: str = KEY, key_id: str = KEY_ID, product_id: str = PRODUCT,
                    limit: int | None = 3, at_dodo: dict[str, Any] | None = None,
                    customer: dict[str, Any] | None = BUYER, payment_id: str = "pay_dodo",
                    customer_id: str = CUSTOMER) -> None:
@@ -76,7 +76,7 @@ async def dodo_key(stack: Stack, dodo: Dodo, *, key: str = KEY, key_id: str = KE
     here from its webhook."""
     held = dodo_data.license_key(key_id, key, product_id=product_id, customer_id=customer_id,
                                  payment_id=payment_id, activations_limit=limit)
-    dodo.fake.licenses.add({**held, **(at_dodo or {})}, customer)
+    fake_dodo.fake.licenses.add({**held, **(at_dodo or {})}, customer)
     await send_and_wait(stack, "license_key.created",
                         license_key(key_id, key=key, product_id=product_id, payment_id=payment_id,
                                     customer_id=customer_id, activations_limit=limit))
@@ -94,8 +94,8 @@ async def grant_of(stack: Stack, key_id: str = KEY_ID) -> GrantRow:
         return (await session.scalars(select(GrantRow).where(GrantRow.dodo_license_key_id == key_id))).one()
 
 
-async def test_a_dodo_key_is_activated_validated_and_deactivated_at_dodo(dodo_stack: Stack, dodo: Dodo) -> None:
-    await dodo_key(dodo_stack, dodo)
+async def test_a_dodo_key_is_activated_validated_and_deactivated_at_dodo(dodo_stack: Stack, fake_dodo: FakeApi) -> None:
+    await dodo_key(dodo_stack, fake_dodo)
 
     first = await call(dodo_stack, "validate", license_key=KEY)
     assert first.json() == {"valid": True, "status": "active", "product_id": PRODUCT, "expires_at": None,
@@ -104,14 +104,14 @@ async def test_a_dodo_key_is_activated_validated_and_deactivated_at_dodo(dodo_st
     laptop = await call(dodo_stack, "activate", license_key=KEY, name="Laptop")
     assert laptop.status_code == 201, laptop.text
     instance = laptop.json()
-    assert instance["id"] in dodo.fake.licenses.instances  # Dodo's instance id, not one of ours
+    assert instance["id"] in fake_dodo.fake.licenses.instances  # Dodo's instance id, not one of ours
     assert (instance["license_key_id"], instance["name"], instance["business_id"]) == (KEY_ID, "Laptop", "bus_fake")
     assert instance["customer"] == BUYER
     assert instance["product"] == {"product_id": PRODUCT, "name": "Acme Pro (at Dodo)"}
     # The key as a person might type it still finds the grant; Dodo is sent the key as issued.
     desktop = await call(dodo_stack, "activate", license_key=KEY.upper().replace("-", ""), name="Desktop")
     assert desktop.status_code == 201, desktop.text
-    assert dodo.key()["instances_count"] == await local_count(dodo_stack) == 2
+    assert fake_dodo.key()["instances_count"] == await local_count(dodo_stack) == 2
 
     async with dodo_stack.db.sessions() as session:
         rows = {r.id: r.name for r in await session.scalars(select(ActivationRow))}
@@ -122,49 +122,49 @@ async def test_a_dodo_key_is_activated_validated_and_deactivated_at_dodo(dodo_st
 
     freed = await call(dodo_stack, "deactivate", license_key=KEY, license_key_instance_id=instance["id"])
     assert (freed.status_code, freed.content) == (200, b"")
-    assert dodo.key()["instances_count"] == await local_count(dodo_stack) == 1
+    assert fake_dodo.key()["instances_count"] == await local_count(dodo_stack) == 1
     # Dodo forgot the instance, so it refuses a retry (403); the retry still answers 200 here.
     again = await call(dodo_stack, "deactivate", license_key=KEY, license_key_instance_id=instance["id"])
     assert (again.status_code, again.content) == (200, b"")
-    assert dodo.fake.calls[-1].status == 403
+    assert fake_dodo.fake.calls[-1].status == 403
     gone = await call(dodo_stack, "validate", license_key=KEY, license_key_instance_id=instance["id"])
     assert (gone.json()["valid"], gone.json()["source"]) == (False, "dodo")
-    assert dodo.key()["instances_count"] == await local_count(dodo_stack) == 1
+    assert fake_dodo.key()["instances_count"] == await local_count(dodo_stack) == 1
 
-    assert (dodo.calls("activate"), dodo.calls("validate"), dodo.calls("deactivate")) == (2, 3, 2)
-    assert dodo.fake.licenses.authorizations == [None] * 7  # public endpoints: no API key sent
+    assert (fake_dodo.calls("activate"), fake_dodo.calls("validate"), fake_dodo.calls("deactivate")) == (2, 3, 2)
+    assert fake_dodo.fake.licenses.authorizations == [None] * 7  # public endpoints: no API key sent
     async with dodo_stack.db.sessions() as session:
         audit = list(await session.scalars(select(AuditRow.reason).where(AuditRow.action.in_(
             ("activated", "deactivated"))).order_by(AuditRow.id)))
     assert [a.endswith("at Dodo") for a in audit] == [True, True, True]
 
 
-async def test_dodos_refusals_are_passed_on(dodo_stack: Stack, dodo: Dodo) -> None:
-    await dodo_key(dodo_stack, dodo, limit=1)
+async def test_dodos_refusals_are_passed_on(dodo_stack: Stack, fake_dodo: FakeApi) -> None:
+    await dodo_key(dodo_stack, fake_dodo, limit=1)
     assert (await call(dodo_stack, "activate", license_key=KEY, name="Laptop")).status_code == 201
     # Dodo's limit is the one that counts (the merchant may have changed it at Dodo).
-    dodo.key()["activations_limit"] = 1
+    fake_dodo.key()["activations_limit"] = 1
     full = await call(dodo_stack, "activate", license_key=KEY, name="Desktop")
     refused(full, 422, "LICENSE_KEY_LIMIT_REACHED", "License key activation limit reached")
     foreign = await call(dodo_stack, "deactivate", license_key=KEY, license_key_instance_id="lki_not_this_keys")
     refused(foreign, 403, "LICENSE_KEY_NOT_FOUND",
             "License key instance not found or does not belong to this license key")
-    assert dodo.key()["instances_count"] == await local_count(dodo_stack) == 1
+    assert fake_dodo.key()["instances_count"] == await local_count(dodo_stack) == 1
 
-    dodo.key()["status"] = "disabled"  # disabled at Dodo, not yet here
+    fake_dodo.key()["status"] = "disabled"  # disabled at Dodo, not yet here
     disabled = await call(dodo_stack, "activate", license_key=KEY, name="Desktop")
     refused(disabled, 403, "INACTIVE_LICENSE_KEY", "License key is not active")
     validated = (await call(dodo_stack, "validate", license_key=KEY)).json()
     assert (validated["valid"], validated["status"], validated["source"]) == (False, "active", "dodo")
-    assert dodo.key()["instances_count"] == await local_count(dodo_stack) == 1
+    assert fake_dodo.key()["instances_count"] == await local_count(dodo_stack) == 1
 
 
-async def test_a_local_revocation_wins_without_asking_dodo(dodo_stack: Stack, dodo: Dodo) -> None:
-    await dodo_key(dodo_stack, dodo)
+async def test_a_local_revocation_wins_without_asking_dodo(dodo_stack: Stack, fake_dodo: FakeApi) -> None:
+    await dodo_key(dodo_stack, fake_dodo)
     await send_and_wait(dodo_stack, "refund.succeeded", refund("pay_dodo", "ref_dodo"))
     refusal = await call(dodo_stack, "activate", license_key=KEY, name="Laptop")
     refused(refusal, 403, "INACTIVE_LICENSE_KEY", "license key is revoked")
-    assert dodo.calls("activate") == 0
+    assert fake_dodo.calls("activate") == 0
     validated = (await call(dodo_stack, "validate", license_key=KEY)).json()
     assert (validated["valid"], validated["status"], validated["source"]) == (False, "revoked", "dodo")
 
@@ -173,9 +173,9 @@ async def test_dodo_unreachable(stack_factory: Any, catalog_path: Any) -> None:
     """validate answers the last known state and says so; activate and deactivate answer 503."""
     fake = FakeDodo()
     async with serve(fake) as url:
-        dodo = Dodo(fake, url)
+        fake_dodo = FakeApi(fake, url)
         stack: Stack = await stack_factory(ENTITLEMENTS_FILE=str(catalog_path), DODO_PAYMENTS_BASE_URL=url)
-        await dodo_key(stack, dodo)
+        await dodo_key(stack, fake_dodo)
         instance = (await call(stack, "activate", license_key=KEY, name="Laptop")).json()
 
         fake.fail_next(3, status=503)  # each call is tried once: no SDK retries in the request path
@@ -183,7 +183,7 @@ async def test_dodo_unreachable(stack_factory: Any, catalog_path: Any) -> None:
         assert sum(1 for c in fake.calls if c.status == 503) == 3
     # Now nothing listens at Dodo's address at all: connection refused.
     await _check_unreachable(stack, instance["id"])
-    assert dodo.key()["instances_count"] == await local_count(stack) == 1
+    assert fake_dodo.key()["instances_count"] == await local_count(stack) == 1
 
 
 async def _check_unreachable(stack: Stack, instance_id: str) -> None:
@@ -211,10 +211,10 @@ async def test_a_slow_dodo_times_out(stack_factory: Any) -> None:
 
 
 async def test_an_activation_the_store_cannot_record_is_given_back(
-        dodo_stack: Stack, dodo: Dodo, monkeypatch: pytest.MonkeyPatch) -> None:
+        dodo_stack: Stack, fake_dodo: FakeApi, monkeypatch: pytest.MonkeyPatch) -> None:
     from sqlalchemy.exc import OperationalError
 
-    await dodo_key(dodo_stack, dodo)
+    await dodo_key(dodo_stack, fake_dodo)
 
     async def store_down(*_args: Any) -> None:
         raise OperationalError("INSERT", {}, ConnectionError("the store went away"))
@@ -222,13 +222,13 @@ async def test_an_activation_the_store_cannot_record_is_given_back(
     monkeypatch.setattr(Licenses, "_record_dodo_activation", store_down)
     answer = await call(dodo_stack, "activate", license_key=KEY, name="Laptop")
     refused(answer, 503, "STORE_UNAVAILABLE")
-    assert (dodo.calls("activate"), dodo.calls("deactivate")) == (1, 1)
-    assert dodo.key()["instances_count"] == await local_count(dodo_stack) == 0
+    assert (fake_dodo.calls("activate"), fake_dodo.calls("deactivate")) == (1, 1)
+    assert fake_dodo.key()["instances_count"] == await local_count(dodo_stack) == 0
 
 
-async def test_the_customer_has_a_name_and_email(dodo_stack: Stack, dodo: Dodo) -> None:
+async def test_the_customer_has_a_name_and_email(dodo_stack: Stack, fake_dodo: FakeApi) -> None:
     # Dodo's answer to activate names its customer; the grant (whose webhook did not) learns it.
-    await dodo_key(dodo_stack, dodo)
+    await dodo_key(dodo_stack, fake_dodo)
     assert (await grant_of(dodo_stack)).email is None  # license_key.created names only the customer id
     instance = (await call(dodo_stack, "activate", license_key=KEY, name="Laptop")).json()
     assert instance["customer"] == BUYER
@@ -237,7 +237,7 @@ async def test_the_customer_has_a_name_and_email(dodo_stack: Stack, dodo: Dodo) 
 
     # Dodo answers no name (and the product is not in the catalog, so no other grant knows the
     # customer), but the payment's own webhook came in: the name and email are taken from it.
-    await dodo_key(dodo_stack, dodo, key="c0ffee00-0000-4000-8000-000000000002", key_id="lic_dodo_2",
+    await dodo_key(dodo_stack, fake_dodo, key="c0ffee00-0000-4000-8000-000000000002", key_id="lic_dodo_2",
                    product_id=OUTSIDE, payment_id="pay_outside", customer=None, customer_id="cus_outside")
     await send_and_wait(dodo_stack, "payment.succeeded",
                         payment("pay_outside", [(OUTSIDE, 1)], customer_id="cus_outside", email="other@example.com"))
@@ -247,7 +247,7 @@ async def test_the_customer_has_a_name_and_email(dodo_stack: Stack, dodo: Dodo) 
     assert learnt["product"] == {"product_id": OUTSIDE, "name": None}
 
     # Nobody knows: null, never "".
-    await dodo_key(dodo_stack, dodo, key="c0ffee00-0000-4000-8000-000000000003", key_id="lic_dodo_3",
+    await dodo_key(dodo_stack, fake_dodo, key="c0ffee00-0000-4000-8000-000000000003", key_id="lic_dodo_3",
                    product_id=OUTSIDE, payment_id="pay_unknown", customer=None, customer_id="cus_nobody")
     unknown = (await call(dodo_stack, "activate", license_key="c0ffee00-0000-4000-8000-000000000003",
                           name="Laptop")).json()
