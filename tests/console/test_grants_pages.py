@@ -21,6 +21,7 @@ from tests.entitlements.conftest import (
     send_and_wait,
 )
 from tests.support import Stack
+from worker.console import audit
 
 __all__ = ["catalog_path", "registry"]  # fixtures of tests/entitlements, used here
 
@@ -49,6 +50,13 @@ async def act(console: ConsoleClient, path: str, token_from: str, **fields: str)
 async def forged(console: ConsoleClient, path: str, **fields: str) -> httpx.Response:
     """The same POST with the session cookie but without the form's CSRF token."""
     return await console.http.post(path, data=fields)
+
+
+async def console_trail(stack: Stack, target: str) -> list[tuple[str, str, str, str | None]]:
+    """The console's own audit trail about `target`, oldest first: who, from where, what, why."""
+    async with stack.db.sessions() as session:
+        rows = await audit.entries(session, target=target)
+    return [(row.operator, row.client, row.action, row.detail) for row in reversed(rows)]
 
 
 async def key_grant(stack: Stack, payment_id: str) -> dict[str, Any]:
@@ -117,6 +125,9 @@ async def test_revoke_with_a_reason_then_restore(stack_factory: Any, catalog_pat
         assert "customer paid again" in shown.text
         missing = await console.submit("/console/grants/grt_nope/revoke", {"reason": "x"}, token_from=page)
         assert missing.status_code == 404
+        assert await console_trail(stack, grant["id"]) == [
+            ("Alice", "127.0.0.1", "grant.revoke", "ticket 77: chargeback"),
+            ("Alice", "127.0.0.1", "grant.restore", "customer paid again")]
     finally:
         await console.aclose()
 

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import select
 
 from tests.console.conftest import PASSWORD
-from tests.console.test_grants_pages import forged, signed_in_to
+from tests.console.test_grants_pages import console_trail, forged, signed_in_to
 from tests.entitlements.conftest import (
     PRODUCT,
     payment,
@@ -67,6 +67,8 @@ async def test_retry_requeues_a_delivery_that_gave_up(stack_factory: Any, tmp_pa
             assert sum(1 for r in await deliveries(stack) if r.status == "failed") == len(failed) - 1
             again = await console.submit(retry, token_from=failed_page)
             assert again.status_code == 409  # it is not failed now
+            # One entry: the refused retry (and the forged one) recorded nothing.
+            assert await console_trail(stack, first.id) == [("Alice", "127.0.0.1", "hook.retry", None)]
             shown = await console.get("/console/hooks", params={"status": "delivered"})
             assert first.id in shown.text
             assert (await console.get("/console/hooks", params={"status": "lost"})).status_code == 400
