@@ -83,7 +83,9 @@ async def test_search_finds_the_grant_by_what_support_is_told(stack_factory: Any
         assert grant["id"] not in none.text and "No grant matches" in none.text
         files = await console.get("/console/grants", params={"q": EMAIL, "kind": "file"})
         assert grant["id"] not in files.text and "/console/grants/grt_" in files.text
-        assert (await console.get("/console/grants", params={"status": "lost"})).status_code == 400
+        for bad in ({"status": "lost"}, {"kind": "car"}, {"page": "x"}, {"page": "0"}, {"q": "x" * 400}):
+            assert (await console.get("/console/grants", params=bad)).status_code == 400, bad
+        assert (await console.get("/console/grants/grt_nope")).status_code == 404
 
         shown = await console.get(f"/console/grants/{grant['id']}")
         assert shown.status_code == 200

@@ -71,3 +71,16 @@ async def test_dry_run_reports_and_run_now_repairs(stack_factory: Any, catalog_p
 async def _ended(stack: Stack, statuses: list[str]) -> bool:
     async with stack.db.sessions() as session:
         return list(await session.scalars(select(ReconcileRunRow.status).order_by(ReconcileRunRow.id))) == statuses
+
+
+async def test_without_an_api_key_the_page_says_so_and_starts_nothing(stack_factory: Any, catalog_path: Path) -> None:
+    stack = await stack_with_console(stack_factory, catalog_path, worker=False)
+    console = await signed_in_to(stack)
+    try:
+        page = await console.get(PAGE)
+        assert "Reconciliation is disabled" in page.text and "DODO_PAYMENTS_API_KEY" in page.text
+        answer = await console.submit("/console/reconcile/run", token_from=PAGE)
+        assert answer.status_code == 409
+        assert await _ended(stack, [])
+    finally:
+        await console.aclose()
