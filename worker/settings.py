@@ -104,9 +104,6 @@ class Settings(BaseSettings):
     CONSOLE_SIGNIN_MAX_FAILURES: int = Field(default=5, ge=1)
     CONSOLE_SIGNIN_WINDOW_SECONDS: float = Field(default=900.0, gt=0)
     CONSOLE_SIGNIN_FAIL_DELAY_SECONDS: float = Field(default=1.0, ge=0, le=30)
-    # Addresses of reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (comma
-    # separated); from anyone else those headers are ignored.
-    CONSOLE_TRUSTED_PROXIES: str = ""
 
     @field_validator("DODO_PAYMENTS_WEBHOOK_KEY", "HOOKS_SIGNING_KEY")
     @classmethod
@@ -154,10 +151,6 @@ class Settings(BaseSettings):
         named = [m.strip() for m in self.HANDLER_MODULES.split(",") if m.strip()]
         builtins = [BUILTIN_HANDLERS] if self.entitlements_path is not None else []
         return [*builtins, *(m for m in named if m not in builtins)]
-
-    @cached_property
-    def console_trusted_proxies(self) -> frozenset[str]:
-        return frozenset(p for p in split_secrets(self.CONSOLE_TRUSTED_PROXIES))
 
     @property
     def entitlements_path(self) -> Path | None:

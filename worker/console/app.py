@@ -4,6 +4,7 @@ sign-in / sign-out pages. See the package docstring for how a page plugs in."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -26,6 +27,7 @@ from worker.settings import Settings
 
 HERE = Path(__file__).parent
 LIMITER_KEY = "console_signin_limiter"
+log = logging.getLogger("dodo_worker.console")
 
 
 class ConsoleDisabled(Exception):
@@ -93,7 +95,8 @@ def _http_error(request: Request, exc: HTTPException) -> Response:
                   message=str(exc.detail))
 
 
-def _store_down(request: Request, _exc: Exception) -> Response:
+def _store_down(request: Request, exc: Exception) -> Response:
+    log.warning("console: store unavailable: %s", type(exc).__name__)
     return render(request, "error.html", status_code=503, title="Store unavailable",
                   message="The database cannot be reached right now; try again in a moment.")
 
@@ -127,7 +130,7 @@ def _signin_page(request: Request, status_code: int = 200, error: str | None = N
     response = render(request, "signin.html", status_code=status_code, headers=headers, csrf_token=token,
                       error=error, name=name, next=_safe_next(request.query_params.get("next")))
     response.cookies.append(Cookie(key=csrf.SIGNIN_COOKIE, value=token, path="/console/signin", httponly=True,
-                                   samesite="strict", secure=auth.is_https(request, request.app.state.settings)))
+                                   samesite="strict", secure=auth.is_https(request)))
     return response
 
 
@@ -143,7 +146,7 @@ async def signin(request: Request, state: State) -> Response:
     settings: Settings = state.settings
     if settings.CONSOLE_PASSWORD is None:
         raise ConsoleDisabled
-    client = auth.client_address(request, settings)
+    client = auth.client_address(request)
     limiter = _limiter(request, settings)
     wait = limiter.retry_after(client)
     if wait is not None:
@@ -168,7 +171,7 @@ async def signin(request: Request, state: State) -> Response:
     await audit.record(runtime.db, operator, "signin")
     response = see_other(_safe_next(form.get("next")))
     response.cookies.append(Cookie(key=auth.COOKIE, value=token, path="/console", httponly=True, samesite="lax",
-                                   secure=auth.is_https(request, settings),
+                                   secure=auth.is_https(request),
                                    max_age=int(settings.CONSOLE_SESSION_SECONDS)))
     return response
 

@@ -55,23 +55,16 @@ def clean_name(raw: object) -> str | None:
     return name if 0 < len(name) <= MAX_NAME and name.isprintable() else None
 
 
-def client_address(request: Request, settings: Settings) -> str:
-    """The peer's address; behind a proxy named in CONSOLE_TRUSTED_PROXIES, the last address it
-    added to X-Forwarded-For (the one it saw), since anything before it the client could forge."""
-    peer = request.client.host if request.client is not None else "unknown"
-    if peer in settings.console_trusted_proxies:
-        forwarded = [part.strip() for part in request.headers.get("x-forwarded-for", "").split(",") if part.strip()]
-        if forwarded:
-            return forwarded[-1][:64]
-    return peer[:64]
+def client_address(request: Request) -> str:
+    """The client's address. Behind a reverse proxy, uvicorn has already put the address from
+    X-Forwarded-For here, but only when the proxy is one it trusts (FORWARDED_ALLOW_IPS, by default
+    127.0.0.1): from anyone else the header is ignored, so a client cannot choose its address."""
+    return (request.client.host if request.client is not None else "unknown")[:64]
 
 
-def is_https(request: Request, settings: Settings) -> bool:
-    """Whether the browser talks https to us: the request's scheme, or X-Forwarded-Proto from a
-    trusted proxy (so the cookie is `Secure` behind a TLS-terminating proxy)."""
-    peer = request.client.host if request.client is not None else ""
-    if peer in settings.console_trusted_proxies and "x-forwarded-proto" in request.headers:
-        return request.headers["x-forwarded-proto"].split(",")[-1].strip().lower() == "https"
+def is_https(request: Request) -> bool:
+    """Whether the browser talks https to us (the cookie is then `Secure`): the request's scheme,
+    which uvicorn takes from X-Forwarded-Proto of a trusted proxy (FORWARDED_ALLOW_IPS) only."""
     return request.url.scheme == "https"
 
 
@@ -113,8 +106,8 @@ async def find_operator(request: Request, settings: Settings, db: Database) -> O
             return None
         expired = row.created_at + timedelta(seconds=settings.CONSOLE_SESSION_SECONDS) <= datetime.now(UTC)
         if expired or not hmac.compare_digest(row.password_tag, _password_tag(token, settings)):
-            async with session.begin():
-                await session.delete(row)
+            await session.delete(row)
+            await session.commit()
             return None
         return _operator(row, token)
 
