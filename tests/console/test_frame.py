@@ -56,3 +56,28 @@ async def test_migrations_build_the_console_tables(database_url: str) -> None:
             assert await connection.run_sync(_differences) == []
     finally:
         await engine.dispose()
+
+
+async def test_the_overview_counts_events_by_status_and_draws_the_hours(stack_factory: Any, registry: Any) -> None:
+    from tests.console.conftest import PASSWORD
+    from worker import Context, Event
+    from worker.store import EventStatus
+
+    @registry.on("refund.succeeded")
+    async def broken(event: Event, ctx: Context) -> None:
+        raise RuntimeError("broken")
+
+    stack = await stack_factory(MAX_ATTEMPTS=1, CONSOLE_PASSWORD=PASSWORD)
+    dead, _ = await stack.send("refund.succeeded")
+    await stack.wait_status(dead, EventStatus.DEAD)
+    browser = ConsoleClient(stack)
+    try:
+        await browser.sign_in()
+        page = await browser.get("/console")
+        assert page.status_code == 200
+        assert '<a href="/console/events?status=dead">1</a>' in page.text
+        assert "<svg" in page.text and "Webhooks received per hour" in page.text
+        assert ": 1</title></rect>" in page.text  # this hour's bar holds the event
+        assert "No reconciliation run yet." in page.text and "No hook delivery is failing." in page.text
+    finally:
+        await browser.aclose()
