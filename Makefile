@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install dev test faults lint typecheck bench lock clean
+.PHONY: install dev test faults lint typecheck bench lock clean screenshots
 
 install: $(STAMP)
 
@@ -24,6 +24,10 @@ test: install
 # The fault suite (tests/faults, docs/faults.md): real processes killed, Redis and PostgreSQL stopped.
 faults: install
 	$(BIN)/pytest -q -m faults tests/faults
+
+# The console's screenshots in docs/console.md, taken by its browser tests (needs Chromium).
+screenshots: install
+	CONSOLE_SCREENSHOTS=docs/console $(BIN)/pytest -q tests/browser
 
 lint: install
 	$(BIN)/ruff check .

@@ -96,6 +96,14 @@ class Settings(BaseSettings):
     HOOKS_RETRY_BASE_SECONDS: float = Field(default=5.0, gt=0)
     HOOKS_RETRY_MAX_SECONDS: float = Field(default=3600.0, gt=0)
     HOOKS_GIVE_UP_HOURS: float = Field(default=72.0, gt=0)  # then the delivery is `failed`, replayable
+    # The operator console (worker/console, docs/console.md): off until a password is set.
+    CONSOLE_PASSWORD: SecretStr | None = None
+    CONSOLE_SESSION_SECONDS: float = Field(default=8 * 3600, gt=0)  # a session's lifetime from sign-in
+    # Failed sign-ins from one client address: each answered after a delay; after this many within
+    # the window, 429 with Retry-After until the oldest failure leaves the window.
+    CONSOLE_SIGNIN_MAX_FAILURES: int = Field(default=5, ge=1)
+    CONSOLE_SIGNIN_WINDOW_SECONDS: float = Field(default=900.0, gt=0)
+    CONSOLE_SIGNIN_FAIL_DELAY_SECONDS: float = Field(default=1.0, ge=0, le=30)
 
     @field_validator("DODO_PAYMENTS_WEBHOOK_KEY", "HOOKS_SIGNING_KEY")
     @classmethod
@@ -115,7 +123,8 @@ class Settings(BaseSettings):
             raise ValueError("give one secret (outbound hooks are signed with a single key)")
         return SecretStr(value.get_secret_value().strip()) if value is not None else None
 
-    @field_validator("DODO_PAYMENTS_API_KEY", "WORKER_API_TOKEN", "DOWNLOAD_SIGNING_KEY", mode="after")
+    @field_validator("DODO_PAYMENTS_API_KEY", "WORKER_API_TOKEN", "DOWNLOAD_SIGNING_KEY", "CONSOLE_PASSWORD",
+                     mode="after")
     @classmethod
     def _blank_is_none(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None or not value.get_secret_value().strip():

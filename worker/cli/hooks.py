@@ -13,24 +13,23 @@ from __future__ import annotations
 from typing import Any
 
 import typer
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from integrations.hooks import redact
 from worker.cli.common import fail, print_json, run, settings_or_exit
 from worker.cli.text import JSON_HELP, say, wrapped
+from worker.entitlements import outbox
 from worker.entitlements.models import DeliveryRow, DeliveryStatus, GrantRow
 from worker.entitlements.outbox import EXPANDED, FAN_OUT
 from worker.entitlements.queries import GRANT_PREFIX, AmbiguousId, resolve_id
 from worker.settings import Settings
 from worker.store import Database
-from worker.store.models import utcnow
 
 app = typer.Typer(help="Inspect and retry entitlement hook deliveries.", no_args_is_help=True)
 
 STATUSES = (DeliveryStatus.PENDING, DeliveryStatus.DELIVERED, DeliveryStatus.REFUSED, DeliveryStatus.FAILED,
             EXPANDED)
 DELIVERY_PREFIX = "dlv_"
-RETRYABLE = (DeliveryStatus.FAILED, DeliveryStatus.REFUSED)
 
 
 def delivery_summary(row: DeliveryRow) -> dict[str, Any]:
@@ -97,25 +96,16 @@ def list_command(
 
 
 async def retry(settings: Settings, ids: list[str] | None) -> dict[str, Any]:
-    """Make these failed or refused deliveries (None: every failed one) pending again, due now.
-    They keep their age, so one more failure past HOOKS_GIVE_UP_HOURS makes them `failed` again
-    rather than retrying for days."""
+    """Make these failed or refused deliveries (None: every failed one) pending again (see `outbox.retry`)."""
     db = Database(settings.DATABASE_URL)
     try:
         async with db.sessions() as session, session.begin():
             if ids:
                 ids = [await _full_delivery_id(session, text) for text in ids]
-            query = select(DeliveryRow.id).where(DeliveryRow.status.in_(RETRYABLE))
-            query = query.where(DeliveryRow.id.in_(ids)) if ids else query.where(
-                DeliveryRow.status == DeliveryStatus.FAILED)
-            found = list(await session.scalars(query))
-            if found:
-                now = utcnow()
-                await session.execute(update(DeliveryRow).where(DeliveryRow.id.in_(found)).values(
-                    status=DeliveryStatus.PENDING, next_attempt_at=now))
+            found = await outbox.retry(session, ids)
     finally:
         await db.dispose()
-    return {"retried": sorted(found), "missing": sorted(set(ids or []) - set(found))}
+    return {"retried": found, "missing": sorted(set(ids or []) - set(found))}
 
 
 async def _full_delivery_id(session: Any, text: str) -> str:

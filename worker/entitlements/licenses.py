@@ -102,9 +102,9 @@ async def live_activations(session: AsyncSession, grant_id: str) -> int:
     return int(count or 0)
 
 
-def _audit(grant: GrantRow, action: str, text: str, now: datetime) -> AuditRow:
+def _audit(grant: GrantRow, action: str, text: str, now: datetime, actor: str = ACTOR) -> AuditRow:
     return AuditRow(grant_id=grant.id, action=action, from_status=grant.status, to_status=grant.status,
-                    reason=text, event_id=None, actor=ACTOR, at=now)
+                    reason=text, event_id=None, actor=actor, at=now)
 
 
 def customer_json(grant: GrantRow) -> dict[str, Any]:
@@ -213,6 +213,7 @@ class Licenses:
     db: Database
     catalog: Catalog
     dodo: DodoLicenses | None = None  # None: Dodo-issued keys too are answered from SQL alone
+    actor: str = ACTOR  # who the audit trail names (the operator console names its operator)
 
     def _at_dodo(self, grant: GrantRow) -> bool:
         return self.dodo is not None and bool(grant.dodo_license_key_id) and bool(grant.license_key)
@@ -313,7 +314,7 @@ class Licenses:
             if not self._at_dodo(grant):
                 if activation is None:
                     raise LicenseError(403, INSTANCE_NOT_FOUND, "license key instance not found for this license key")
-                _deactivated(session, grant, activation, now, "")
+                _deactivated(session, grant, activation, now, "", self.actor)
                 return
             grant_id, key, known = grant.id, str(grant.license_key), activation is not None
         await self._deactivate_at_dodo(grant_id, key, instance_id, known)
@@ -335,16 +336,17 @@ class Licenses:
             activation = await session.get(ActivationRow, instance_id)
             if grant is not None:
                 if activation is not None and activation.grant_id == grant.id:
-                    _deactivated(session, grant, activation, now, " at Dodo")
+                    _deactivated(session, grant, activation, now, " at Dodo", self.actor)
                 elif not known:
                     text = f"instance {instance_id} at Dodo (not activated here)"
-                    session.add(_audit(grant, "deactivated", text, now))
+                    session.add(_audit(grant, "deactivated", text, now, self.actor))
 
 
-def _deactivated(session: AsyncSession, grant: GrantRow, activation: ActivationRow, now: datetime, where: str) -> None:
+def _deactivated(session: AsyncSession, grant: GrantRow, activation: ActivationRow, now: datetime, where: str,
+                 actor: str) -> None:
     if activation.deactivated_at is None:
         activation.deactivated_at = now
-        session.add(_audit(grant, "deactivated", f"instance {activation.id} ({activation.name}){where}", now))
+        session.add(_audit(grant, "deactivated", f"instance {activation.id} ({activation.name}){where}", now, actor))
 
 
 async def _local_state(session: AsyncSession, grant: GrantRow, instance_id: str | None) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.entitlements import hooks
@@ -32,6 +33,7 @@ log = logging.getLogger("dodo_worker.entitlements")
 
 FAN_OUT = "worker:fan-out"  # the target of a change made outside the worker (see `expand`)
 EXPANDED = "expanded"  # the status of a FAN_OUT row once the worker wrote its deliveries
+RETRYABLE = (DeliveryStatus.FAILED, DeliveryStatus.REFUSED)
 
 
 def url_targets(settings: Settings, catalog: Catalog, grant: GrantRow) -> list[str]:
@@ -122,6 +124,19 @@ async def expand(session: AsyncSession, settings: Settings, catalog: Catalog, ro
     row.status, row.delivered_at, row.next_attempt_at = EXPANDED, now, None
     row.attempts += 1
     return written
+
+
+async def retry(session: AsyncSession, ids: list[str] | None) -> list[str]:
+    """Make these failed or refused deliveries (None: every failed one) pending again, due now;
+    the ids retried. They keep their age, so one more failure past HOOKS_GIVE_UP_HOURS makes
+    them `failed` again rather than retrying for days."""
+    query = select(DeliveryRow.id).where(DeliveryRow.status.in_(RETRYABLE))
+    query = query.where(DeliveryRow.id.in_(ids)) if ids else query.where(DeliveryRow.status == DeliveryStatus.FAILED)
+    found = list(await session.scalars(query))
+    if found:
+        await session.execute(update(DeliveryRow).where(DeliveryRow.id.in_(found)).values(
+            status=DeliveryStatus.PENDING, next_attempt_at=utcnow()))
+    return sorted(found)
 
 
 def log_hook_status(settings: Settings, catalog: Catalog) -> None:

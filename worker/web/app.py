@@ -58,10 +58,12 @@ def create_app(
             await writer.stop()
             await runtime.close()
 
+    from worker.console.app import console_router, template_config
     from worker.web.api import api_routes
 
     return Litestar(
-        route_handlers=[*ROUTES, *api_routes(), *extra_routes],
+        route_handlers=[*ROUTES, *api_routes(), console_router(), *extra_routes],
+        template_config=template_config(),
         lifespan=[lifespan],
         state=State({"verifier": verifier, "settings": settings, "catalog": catalog}),
         exception_handlers={HTTPException: _http_error},
