@@ -140,3 +140,36 @@ async def test_an_alert_endpoint_that_is_down_breaks_nothing(stack_factory: Any,
     await stack.worker_runtime.metrics.flush()
     snapshot = await stack.worker_runtime.metrics.snapshot()
     assert snapshot.get("dodo_alerts_total|result=failed") == 2
+
+
+async def test_a_signature_spike_closes_when_rejections_are_back_to_normal_and_a_new_one_alerts_again(
+        stack_factory: Any) -> None:
+    receiver = HookEndpoint(status=200)
+    async with serve(receiver) as base:
+        stack = await stack_factory(ALERT_WEBHOOK_URL=f"{base}/hook", ALERT_REJECTIONS_THRESHOLD=4,
+                                    ALERT_REJECTIONS_WINDOW_SECONDS=2, **FAST)
+        web_runtime = stack._server.config.app.state.runtime  # type: ignore[union-attr]
+        wrong = generate_secret()
+        for burst in (1, 2):
+            for _ in range(10):
+                await stack.send("payment.succeeded", secret=wrong)
+            await settled(stack, web_runtime)
+            assert len(texts(receiver)) == burst
+            if burst == 1:  # under half the threshold again: closed, and no message says so
+                await wait_until(lambda: _only(stack, []), what="the spike to be over")
+
+
+def test_the_alert_url_is_checked_and_never_shown() -> None:
+    from worker.settings import ConfigError, load_settings
+
+    settings = load_settings(ALERT_WEBHOOK_URL=" https://hooks.slack.com/services/T0/B0/XYZSECRET\n")
+    assert "XYZSECRET" not in repr(settings)
+    assert settings.ALERT_WEBHOOK_URL is not None
+    assert settings.ALERT_WEBHOOK_URL.get_secret_value() == "https://hooks.slack.com/services/T0/B0/XYZSECRET"
+    assert load_settings(ALERT_WEBHOOK_URL="").ALERT_WEBHOOK_URL is None
+    try:
+        load_settings(ALERT_WEBHOOK_URL="hooks.slack.com/XYZSECRET")
+    except ConfigError as exc:
+        assert "ALERT_WEBHOOK_URL: give an http(s) URL" in str(exc) and "XYZSECRET" not in str(exc)
+    else:
+        raise AssertionError("a URL without a scheme was accepted")
