@@ -24,8 +24,6 @@ async def still_open(runtime: Runtime, alerts: Alerter, incident: Incident) -> b
         query = select(exists().where(EventRow.status == EventStatus.DEAD, HandlerRunRow.event_id == EventRow.id,
                                       HandlerRunRow.handler == incident.subject,
                                       HandlerRunRow.status == RunStatus.DEAD))
-    elif incident.kind == "dead-type":
-        query = select(exists().where(EventRow.status == EventStatus.DEAD, EventRow.type == incident.subject))
     elif incident.kind == "hook":
         from worker.entitlements.models import DeliveryRow, DeliveryStatus
 

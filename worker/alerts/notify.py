@@ -151,22 +151,21 @@ def _signatures_text(settings: Any, rate: float) -> str:
 
 def event_dead(runtime: Runtime, event_id: str, event_type: str, handlers: list[str],
                errors: dict[str, str]) -> None:
-    """An event went dead: one incident per handler out of attempts (or per type if none is named)."""
+    """An event went dead: one incident per handler out of attempts. An event dead again only for
+    a handler that was dead before (`handlers` empty) was told when that handler died."""
     alerts = alerter(runtime)
     if not alerts.enabled:
         return
-    for handler in handlers or [""]:
+    for handler in handlers:
         error = errors.get(handler, "").strip().splitlines()
-        kind, subject = ("dead", handler) if handler else ("dead-type", event_type)
 
         def text(handler: str = handler, last: str = error[-1] if error else "") -> str:
-            who = f"handler `{clean(handler)}`" if handler else f"`{clean(event_type)}`"
             why = f": `{clean(last)}`" if last else ""
-            return (f"events are going dead in {who}. First: `{clean(event_id)}` (`{clean(event_type)}`){why}. "
-                    "Fix the cause, then run `dodo-worker events replay --dead`. No further message "
-                    "until no dead event of it is left.")
+            return (f"events are going dead in handler `{clean(handler)}`. First: `{clean(event_id)}` "
+                    f"(`{clean(event_type)}`){why}. Fix the cause, then run `dodo-worker events replay --dead`. "
+                    "No further message until no dead event of it is left.")
 
-        alerts.spawn(alerts.raise_once(kind, subject, text))
+        alerts.spawn(alerts.raise_once("dead", handler, text))
 
 
 def hook_outcome(runtime: Runtime, item: Claimed, status: str, detail: str) -> None:
