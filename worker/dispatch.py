@@ -35,6 +35,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, case, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from worker import alerts
 from worker.coalesce import Coalescer
 from worker.context import Context
 from worker.events import Event
@@ -200,6 +201,7 @@ async def _finish(runtime: Runtime, step: _Step, log: EventLogger) -> Outcome:
     if dead or claim.earlier_dead:
         await _settle(runtime, event_id, EventStatus.DEAD, error=f"out of attempts: {', '.join(dead)}")
         runtime.metrics.inc("dodo_events_dead_total", type=row.type)
+        alerts.event_dead(runtime, event_id, row.type, dead, errors)
         log.error("%s is dead after %d attempts (%s); fix and run `dodo-worker events replay %s`",
                   row.type, max_attempts, ", ".join(dead), event_id)
         return Outcome("dead")

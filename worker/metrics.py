@@ -35,6 +35,7 @@ COUNTERS: dict[str, str] = {
     "dodo_handler_failures_total": "Handler runs that raised, by handler.",
     "dodo_events_dead_total": "Events that ran out of attempts, by type.",
     "dodo_hook_deliveries_total": "Entitlement hook delivery attempts, by kind (url, python) and result.",
+    "dodo_alerts_total": "Alert messages posted to ALERT_WEBHOOK_URL, by result (sent, failed).",
 }
 HISTOGRAMS: dict[str, tuple[str, tuple[float, ...]]] = {
     "dodo_handler_duration_seconds": ("Time one handler run took, by handler.", DURATION_BUCKETS),

@@ -9,6 +9,7 @@ import re
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -104,6 +105,13 @@ class Settings(BaseSettings):
     CONSOLE_SIGNIN_MAX_FAILURES: int = Field(default=5, ge=1)
     CONSOLE_SIGNIN_WINDOW_SECONDS: float = Field(default=900.0, gt=0)
     CONSOLE_SIGNIN_FAIL_DELAY_SECONDS: float = Field(default=1.0, ge=0, le=30)
+    # Alerts (worker/alerts): a Slack-compatible incoming webhook, told once per incident.
+    ALERT_WEBHOOK_URL: SecretStr | None = None  # holds a token: never logged
+    ALERT_REJECTIONS_THRESHOLD: int = Field(default=5, ge=1)  # bad signatures per window that alert
+    ALERT_REJECTIONS_WINDOW_SECONDS: int = Field(default=300, ge=1, le=86400)
+    ALERT_TIMEOUT_SECONDS: float = Field(default=5.0, gt=0, le=60)
+    ALERT_REPEAT_HOURS: float = Field(default=24.0, gt=0)  # an incident's record lasts this long
+    ALERT_CHECK_SECONDS: int = Field(default=5, ge=1, le=60)  # how often the worker closes resolved incidents
 
     @field_validator("DODO_PAYMENTS_WEBHOOK_KEY", "HOOKS_SIGNING_KEY")
     @classmethod
@@ -131,6 +139,21 @@ class Settings(BaseSettings):
             return None
         # A trailing newline (a secret read from a file) would never match a bearer token.
         return SecretStr(value.get_secret_value().strip())
+
+    @field_validator("ALERT_WEBHOOK_URL", mode="after")
+    @classmethod
+    def _alert_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        url = value.get_secret_value().strip()
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname
+        except ValueError:
+            host = None
+        if parts.scheme not in ("http", "https") or not host:
+            raise ValueError("give an http(s) URL, such as Slack's https://hooks.slack.com/services/...")
+        return SecretStr(url)
 
     @field_validator("DODO_PAYMENTS_BASE_URL", "REDIS_URL", "PUBLIC_URL", mode="after")
     @classmethod

@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from integrations.hooks import HookResult, hook_client, redact, send_hook
+from worker import alerts
 from worker.entitlements import hooks as python_hooks
 from worker.entitlements import outbox
 from worker.entitlements.catalog import Catalog
@@ -205,6 +206,7 @@ async def deliver_due(runtime: Runtime) -> int:
             result = await send_hook(client, item.target, item.payload.encode(), message_id=item.id,
                                      secret=secret, seconds=timeout)
         status = await record(runtime.db, settings, item, result)
+        alerts.hook_outcome(runtime, item, status, result.detail)
         runtime.metrics.inc("dodo_hook_deliveries_total", result=status if status != "pending" else "retry",
                             kind=kind)
         where = item.target if kind == "python" else redact(item.target)

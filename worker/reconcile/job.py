@@ -21,6 +21,7 @@ from typing import Any
 from arq.cron import cron
 
 from integrations.dodo import DodoAPIError, DodoReader
+from worker import alerts
 from worker.reconcile.lock import LockLost
 from worker.reconcile.service import Request, Run, ScanBusy, begin, execute
 from worker.runtime import Runtime
@@ -67,7 +68,7 @@ class Reconciler:
 
     async def _scan(self, run: Run, reader: DodoReader) -> None:
         try:
-            await execute(run, self.runtime.settings, self.runtime.db, reader)
+            await alerts.scan_watched(self.runtime, execute(run, self.runtime.settings, self.runtime.db, reader))
         except (DodoAPIError, LockLost) as exc:
             log.error("reconciliation failed, the next run covers this window again: %s", exc)
         except asyncio.CancelledError:

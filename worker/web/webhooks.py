@@ -20,6 +20,7 @@ from litestar import Request, Response, post
 from litestar.datastructures import State
 from sqlalchemy.exc import SQLAlchemyError
 
+from worker import alerts
 from worker.events import object_id
 from worker.runtime import Runtime
 from worker.store.database import is_missing_table
@@ -88,6 +89,7 @@ def _may_nest_deeper(body: bytes) -> bool:
 
 def _reject(request: Request, runtime: Runtime, status: int, reason: str, message: str) -> Response[bytes]:
     runtime.metrics.inc("dodo_webhooks_rejected_total", reason=reason)
+    alerts.webhook_refused(runtime, reason)
     client = request.client.host if request.client else None
     _refusals(request.app.state).refused(status, reason, message, request.headers.get("webhook-id"), client)
     return error(status, message)
