@@ -16,23 +16,23 @@ from tests.console.test_grants_pages import (
     stack_with_console,
 )
 from tests.entitlements.conftest import PRODUCT, catalog_path, entitlements, registry
-from tests.reconcile.conftest import Dodo, dodo, stack_factory
+from tests.reconcile.conftest import FakeApi, fake_dodo, stack_factory
 from tests.support import Stack, wait_until
 from worker.reconcile.models import ReconcileRunRow
 from worker.reconcile.sources import synthetic_event_id
 from worker.testing.fakedodo import data
 
-__all__ = ["catalog_path", "dodo", "registry", "stack_factory"]  # fixtures used here
+__all__ = ["catalog_path", "fake_dodo", "registry", "stack_factory"]  # fixtures used here
 
 DAILY = {"RECONCILE_INTERVAL_MINUTES": 1440}  # no scheduled scan during the test but the start-up one
 PAGE = "/console/reconcile"
 
 
-async def test_dry_run_reports_and_run_now_repairs(stack_factory: Any, catalog_path: Path, dodo: Dodo) -> None:
-    stack = await stack_with_console(stack_factory, catalog_path, **DAILY, **dodo.env)
+async def test_dry_run_reports_and_run_now_repairs(stack_factory: Any, catalog_path: Path, fake_dodo: FakeApi) -> None:
+    stack = await stack_with_console(stack_factory, catalog_path, **DAILY, **fake_dodo.env)
     # The worker's start-up scan finds nothing; the payment its webhook never brought comes after.
     await wait_until(lambda: _ended(stack, ["ok"]), what="the worker's start-up scan")
-    missed = dodo.fake.add("payments", data.payment(7, created_at=datetime.now(UTC) - timedelta(minutes=10),
+    missed = fake_dodo.fake.add("payments", data.payment(7, created_at=datetime.now(UTC) - timedelta(minutes=10),
                                                     product_id=PRODUCT))
     payment_id = missed["payment_id"]
     console = await signed_in_to(stack)
