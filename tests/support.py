@@ -86,6 +86,7 @@ class Stack:
     db: Database = field(init=False)
     http: httpx.AsyncClient = field(init=False)
     _web: contextlib.AsyncExitStack | None = None
+    app: Any = None  # the Litestar app `start_web` serves (its `state.runtime` once started)
     _worker_exit: contextlib.AsyncExitStack | None = None
     _worker: Any = None
 
@@ -103,7 +104,7 @@ class Stack:
         web = contextlib.AsyncExitStack()
         app = create_app(self.settings, self.registry)
         self.base_url = await web.enter_async_context(serve_app(app, "uvicorn to start", lifespan="on"))
-        self._web = web
+        self._web, self.app = web, app
 
     async def stop_web(self) -> None:
         if self._web is not None:

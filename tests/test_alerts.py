@@ -91,7 +91,7 @@ async def test_bad_signatures_over_the_threshold_alert_once_and_below_it_not(
     receiver = HookEndpoint(status=200)
     async with serve(receiver) as base:
         stack = await stack_factory(ALERT_WEBHOOK_URL=f"{base}/hook", ALERT_REJECTIONS_THRESHOLD=5, **FAST)
-        web = stack._server.config.app  # type: ignore[union-attr]
+        web = stack.app
         web_runtime = web.state.runtime
         wrong = generate_secret()  # the secret before a rotation
         for _ in range(4):
@@ -148,7 +148,7 @@ async def test_a_signature_spike_closes_when_rejections_are_back_to_normal_and_a
     async with serve(receiver) as base:
         stack = await stack_factory(ALERT_WEBHOOK_URL=f"{base}/hook", ALERT_REJECTIONS_THRESHOLD=4,
                                     ALERT_REJECTIONS_WINDOW_SECONDS=2, **FAST)
-        web_runtime = stack._server.config.app.state.runtime  # type: ignore[union-attr]
+        web_runtime = stack.app.state.runtime
         wrong = generate_secret()
         for burst in (1, 2):
             for _ in range(10):
