@@ -9,10 +9,12 @@
 
 from worker.context import Context
 from worker.entitlements.hooks import on_entitlement
+from worker.errors import PermanentError
 from worker.events import Event
 from worker.registry import Registry, RegistryError, default_registry, on
 
 # dodo_worker.check_packages looks for this: it tells our package from another called `worker`.
 DODO_WORKER_PACKAGE = True
 
-__all__ = ["Context", "Event", "Registry", "RegistryError", "default_registry", "on", "on_entitlement"]
+__all__ = ["Context", "Event", "PermanentError", "Registry", "RegistryError", "default_registry", "on",
+           "on_entitlement"]

@@ -1,6 +1,8 @@
 """The entitlements catalog (`ENTITLEMENTS_FILE`): what each Dodo product and add-on grants.
 
     revoke_on_partial_refund = false          # default for every product
+    max_units_per_line = 1000                 # quantity one cart line may have (the default)
+    max_units_per_order = 10000               # all the order's catalog lines together (the default)
 
     [products.pdt_e9mUw084cWnu0tz]
     name = "Acme Pro"                         # optional, shown by /v1/licenses/activate
@@ -8,6 +10,7 @@
     files = ["files/guide.pdf", "s3://bucket/key.zip"]
     hooks = ["https://app.example.com/provision"]
     revoke_on_partial_refund = true           # optional, overrides the default
+    max_units = 50                            # optional, overrides max_units_per_line
 
     [addons.adn_seat]
     seats = 1
@@ -63,6 +66,7 @@ class ProductSpec(_Strict):
     files: list[str] = Field(default_factory=list)
     hooks: list[str] = Field(default_factory=list)
     revoke_on_partial_refund: bool | None = None
+    max_units: int | None = Field(default=None, ge=1)  # units one cart line may grant
 
     @field_validator("license_key", mode="before")
     @classmethod
@@ -88,6 +92,8 @@ class AddonSpec(_Strict):
 
 class CatalogFile(_Strict):
     revoke_on_partial_refund: bool = False
+    max_units_per_line: int = Field(default=1000, ge=1)  # unless the product sets `max_units`
+    max_units_per_order: int = Field(default=10_000, ge=1)  # over the order's catalog products
     products: dict[str, ProductSpec] = Field(default_factory=dict)
     addons: dict[str, AddonSpec] = Field(default_factory=dict)
 

@@ -9,6 +9,7 @@ from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.entitlements import revocations, subscriptions
+from worker.entitlements.cart import BadOrder, granted_lines
 from worker.entitlements.catalog import Catalog
 from worker.entitlements.models import GrantKind, GrantRow, GrantSource, GrantStatus
 from worker.entitlements.provision import grant_product, owner_of, plan_product
@@ -61,12 +62,14 @@ async def _insert_grants_ahead(events: list[Event], session: AsyncSession) -> No
             continue
         if await revocations.for_payment(session, payment_id):  # prefetched: no query
             continue
+        try:
+            lines = granted_lines(catalog, payment)
+        except BadOrder:  # `on_payment` raises it, for this event alone
+            continue
         owner = owner_of(payment, payment_id=payment_id)
-        for item in payment.product_cart or []:
-            spec = catalog.product(item.product_id)
-            if spec is not None:
-                planned.append((plan_product(catalog, source=GrantSource.PAYMENT, source_id=payment_id,
-                                             product_id=item.product_id, spec=spec, units=item.quantity), owner))
+        for line in lines:
+            planned.append((plan_product(catalog, source=GrantSource.PAYMENT, source_id=payment_id,
+                                         product_id=line.product_id, spec=line.spec, units=line.units), owner))
     if planned:
         await insert_ahead(session, planned)
 
@@ -85,20 +88,18 @@ async def on_payment(grants: Grants, payment: Payment) -> int:
     if is_subscription_payment(payment):
         return await subscriptions.link_payment(grants, payment)
     payment_id = payment.payment_id
+    lines = granted_lines(grants.catalog, payment)  # BadOrder: dead at once, nothing granted
     await lock(grants.session, f"payment:{payment_id}")
     for seen in revocations.seen_in_payment(payment):
         await revocations.record(grants.session, payment_id, seen, grants.actor.event_id)
     recorded = await revocations.for_payment(grants.session, payment_id)
     owner = owner_of(payment, payment_id=payment_id)
     created = 0
-    for item in payment.product_cart or []:
-        spec = grants.catalog.product(item.product_id)
-        if spec is None:
-            continue
-        initial = revocations.initial_for(recorded, grants.catalog, item.product_id)
+    for line in lines:
+        initial = revocations.initial_for(recorded, grants.catalog, line.product_id)
         rows = await grant_product(grants, source=GrantSource.PAYMENT, source_id=payment_id,
-                                   product_id=item.product_id, spec=spec, owner=owner,
-                                   units=item.quantity, initial=initial)
+                                   product_id=line.product_id, spec=line.spec, owner=owner,
+                                   units=line.units, initial=initial)
         created += len(rows)
     await revocations.apply(grants, payment_id, recorded)  # grants that existed before this news
     return created
