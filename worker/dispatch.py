@@ -27,6 +27,7 @@ import logging
 import re
 import time
 import traceback
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
@@ -38,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from worker import alerts
 from worker.coalesce import Coalescer
 from worker.context import Context
+from worker.errors import PermanentError
 from worker.events import Event
 from worker.logs import EventLogger, event_logger
 from worker.registry import RESOURCES, Handler
@@ -50,6 +52,22 @@ MAX_ERROR_CHARS = 4000
 MAX_MESSAGE_CHARS = 1000  # of the exception's own line(s), within MAX_ERROR_CHARS
 
 log = logging.getLogger("dodo_worker.dispatch")
+
+
+QUARANTINE_ERROR = "quarantined: the worker processing it died or stalled {n} times; see the logs"
+
+
+class LeaseLost(Exception):
+    """The event's lease is no longer this claim's (it ran out and another worker took the
+    event): nothing of this run is kept, the new owner settles the event."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A handler's failed attempt: its error line(s), and whether retrying could help."""
+
+    text: str
+    permanent: bool = False  # a PermanentError: dead at once
 
 
 @dataclass(frozen=True)
@@ -67,6 +85,8 @@ class _Claim:
     dead: list[str]  # handlers out of attempts already (crashed during their last one)
     earlier_dead: bool  # a run was dead before this try (it waits for `events replay`)
     first_attempt: bool
+    token: str  # the claim's lease token, checked by every settle (fencing)
+    quarantined: bool = False  # settled `dead` by the claim: its leases ran out too often
 
     @property
     def clean(self) -> bool:
@@ -107,7 +127,7 @@ async def _release_all(runtime: Runtime) -> None:
     if coalescer is not None:
         await coalescer.close()
     now = utcnow()
-    held = [{"b_id": event_id, "b_lease": lease, "b_now": now} for event_id, lease in runtime.leases.items()]
+    held = [{"b_id": event_id, "b_token": token, "b_now": now} for event_id, token in runtime.leases.items()]
     runtime.leases.clear()
     if not held:
         return
@@ -142,6 +162,10 @@ async def process_event(runtime: Runtime, event_id: str) -> Outcome:
             skipped = True
             return Outcome("skipped")
         return await _finish(runtime, step, log)
+    except LeaseLost:
+        log.warning("its lease ran out while this worker ran it (a stall, or the database was "
+                    "unreachable): another worker took it over; this run is dropped")
+        return Outcome("lost")
     finally:
         task = asyncio.current_task()
         cut_by_stop = runtime.stopping and task is not None and task.cancelling() > 0
@@ -160,13 +184,17 @@ async def _finish(runtime: Runtime, step: _Step, log: EventLogger) -> Outcome:
         lag = (utcnow() - row.received_at).total_seconds()
         runtime.metrics.observe("dodo_queue_lag_seconds", max(0.0, lag))
 
+    if claim.quarantined:
+        runtime.metrics.inc("dodo_events_dead_total", type=row.type)
+        log.error("%s %s; run `dodo-worker events replay %s` once fixed", row.type, row.last_error, event_id)
+        return Outcome("dead")
     if event is None:  # settled as `ignored` by the claim itself
         runtime.metrics.inc("dodo_events_ignored_total", type=row.type)
         log.info("%s ignored: %s", row.type, row.last_error or "no handler for this type")
         return Outcome("ignored")
 
     if step.batched.crash is not None:  # as if the handlers had run in this job: the sweeper retries
-        raise step.batched.crash
+        raise step.batched.crash  # (LeaseLost included: process_event drops the run)
     max_attempts = runtime.settings.MAX_ATTEMPTS
     failed: dict[str, int] = {}
     errors = dict(step.batched.errors)
@@ -178,35 +206,44 @@ async def _finish(runtime: Runtime, step: _Step, log: EventLogger) -> Outcome:
                 # The last handler's transaction also settles the event when everything else went
                 # well: one commit fewer per event, and "processed" lands atomically with it.
                 settle = index == len(alone) - 1 and not errors and claim.clean
-                error = await _run_handler(runtime, event, handler, claim.attempts[handler.name], settle=settle)
+                error = await _run_handler(runtime, event, handler, claim.attempts[handler.name], claim.token,
+                                           settle=settle)
                 if error is not None:
                     errors[handler.name] = error
                 elif settle:
                     settled = True
+    permanent: list[str] = []
     for name, error in errors.items():
-        failed[name] = claim.attempts[name]
+        failed[name] = max_attempts if error.permanent else claim.attempts[name]
         runtime.metrics.inc("dodo_handler_failures_total", handler=name)
         event_logger(event_id, name).warning(
-            "attempt %d/%d failed: %s", claim.attempts[name], max_attempts, error.splitlines()[-1])
+            "attempt %d/%d failed%s: %s", claim.attempts[name], max_attempts,
+            " for good" if error.permanent else "", error.text.splitlines()[-1])
+        if error.permanent:
+            permanent.append(f"{name}: {error.text.splitlines()[-1]}")
 
     retriable = {name: n for name, n in failed.items() if n < max_attempts}
     dead = sorted(name for name, n in failed.items() if n >= max_attempts) + claim.dead
     if retriable:
         delay = backoff_seconds(min(retriable.values()), runtime.settings.RETRY_BASE_SECONDS,
                                 runtime.settings.RETRY_MAX_SECONDS)
-        await _settle(runtime, event_id, EventStatus.FAILED, retry_in=delay,
+        await _settle(runtime, claim, EventStatus.FAILED, retry_in=delay,
                       error=f"{len(retriable)} handler(s) failed: {', '.join(sorted(retriable))}")
         log.info("%s: retrying %s in %.2fs", row.type, ", ".join(sorted(retriable)), delay)
         return Outcome("retry", retry_in=delay)
     if dead or claim.earlier_dead:
-        await _settle(runtime, event_id, EventStatus.DEAD, error=f"out of attempts: {', '.join(dead)}")
+        out_of_attempts = [name for name in dead if name not in {p.split(": ", 1)[0] for p in permanent}]
+        reasons = [f"permanent failure in {p}" for p in permanent]
+        if out_of_attempts or not reasons:
+            reasons.append(f"out of attempts: {', '.join(out_of_attempts)}")
+        reason = "; ".join(reasons)[:MAX_ERROR_CHARS]
+        await _settle(runtime, claim, EventStatus.DEAD, error=reason)
         runtime.metrics.inc("dodo_events_dead_total", type=row.type)
-        alerts.event_dead(runtime, event_id, row.type, dead, errors)
-        log.error("%s is dead after %d attempts (%s); fix and run `dodo-worker events replay %s`",
-                  row.type, max_attempts, ", ".join(dead), event_id)
+        alerts.event_dead(runtime, event_id, row.type, dead, {name: f.text for name, f in errors.items()})
+        log.error("%s is dead (%s); fix and run `dodo-worker events replay %s`", row.type, reason, event_id)
         return Outcome("dead")
     if not settled:  # nothing was left to run (every handler had succeeded before)
-        await _settle(runtime, event_id, EventStatus.PROCESSED)
+        await _settle(runtime, claim, EventStatus.PROCESSED)
     runtime.metrics.inc("dodo_events_processed_total", type=row.type)
     log.info("%s processed by %s", row.type, ", ".join(h.name for h in claim.handlers))
     return Outcome("processed")
@@ -257,7 +294,7 @@ async def _claim_and_run_on(runtime: Runtime, connection: AsyncConnection, event
         if event is not None and batched:
             # The batch also settles the event when nothing else is left to run.
             settle = claim.clean and len(batched) == len(claim.to_run)
-            items.append(_BatchItem(event, batched, claim.attempts, settle, result))
+            items.append(_BatchItem(event, batched, claim.attempts, settle, result, claim.token))
         steps.append(_Step(claim, event, result, deadline))
     if items:
         async with asyncio.timeout_at(deadline):  # never past the leases
@@ -294,10 +331,10 @@ async def _claim_many(runtime: Runtime, connection: AsyncConnection, event_ids: 
     async with _session(runtime, connection) as session, session.begin():
         found = (await session.execute(_CLAIM_SELECT, {"ids": sorted(set(event_ids))})).mappings().all()
         rows = {row["id"]: row for row in found}
-        claims, lease_until = await _claim_rows(runtime, session, rows)
+        claims, _ = await _claim_rows(runtime, session, rows)
     for event_id, claim in claims.items():
-        if claim.handlers:
-            runtime.leases[event_id] = lease_until
+        if claim.handlers and not claim.quarantined:
+            runtime.leases[event_id] = claim.token
     for event_id in event_ids:
         if event_id not in rows:
             event_logger(event_id).warning("not in the inbox; nothing to do")
@@ -319,13 +356,16 @@ async def _claim_rows(runtime: Runtime, session: AsyncSession,
     count an attempt on every run still owed (marked `running` before it runs, so a worker killed
     mid-handler still uses it up); mark dead the runs whose worker died during their last attempt.
 
-    The lease (`next_attempt_at` of a `processing` row) is what keeps two workers off one event:
-    a job carries many events, so arq's one-job-per-id rule no longer does. It lasts the job
-    timeout, and arq hands a dead worker's job to another one only 10 s after that, so the
-    events of a SIGKILLed worker are free again by the time its job runs again (unless their
-    claim came over 10 s into the job: then the sweeper queues them once the lease is out)."""
+    The lease (`next_attempt_at` of a `processing` row, held by `lease_token`) is what keeps two
+    workers off one event: a job carries many events, so arq's one-job-per-id rule no longer does.
+    It lasts LEASE_SECONDS and the worker's heartbeat renews it while the worker lives
+    (worker/leases.py), so a dead worker's events are taken over within seconds. A `processing`
+    row whose lease ran out under a token is a lost lease: after QUARANTINE_AFTER_LOST_LEASES in
+    a row the event is settled `dead` (quarantined) instead of taking one more worker down."""
     now = utcnow()
-    lease_until = now + timedelta(seconds=runtime.settings.JOB_TIMEOUT_SECONDS)
+    lease_until = now + timedelta(seconds=runtime.settings.LEASE_SECONDS)
+    token = uuid.uuid4().hex
+    quarantine_after = runtime.settings.QUARANTINE_AFTER_LOST_LEASES
     max_attempts = runtime.settings.MAX_ATTEMPTS
     live = {event_id: row for event_id, row in rows.items()
             if row["status"] not in EventStatus.SETTLED and not _waiting(row, now)}
@@ -347,16 +387,30 @@ async def _claim_rows(runtime: Runtime, session: AsyncSession,
     interrupted: list[dict[str, Any]] = []
     for event_id, row in live.items():
         first_attempt = row["attempts"] == 0
+        lost = row["status"] == EventStatus.PROCESSING and row["lease_token"] is not None
         update = {"b_id": event_id, "attempts": row["attempts"] + 1, "updated_at": now,
                   "status": EventStatus.PROCESSING, "processed_at": row["processed_at"],
-                  "next_attempt_at": lease_until, "last_error": row["last_error"]}
+                  "next_attempt_at": lease_until, "last_error": row["last_error"], "lease_token": token,
+                  "lost_leases": row["lost_leases"] + (1 if lost else 0)}
         event_updates.append(update)
         handlers = runtime.registry.handlers_for(row["type"])
+        if update["lost_leases"] >= quarantine_after:
+            error = QUARANTINE_ERROR.format(n=update["lost_leases"])
+            update.update(status=EventStatus.DEAD, next_attempt_at=None, lease_token=None, last_error=error)
+            for run in runs[event_id].values():
+                if run["status"] == RunStatus.RUNNING:
+                    interrupted.append(_interrupted(event_id, run))
+                    run_updates.append({**_run_values(run), "b_run_id": run["id"], "status": RunStatus.DEAD,
+                                        "last_error": error, "finished_at": now})
+            claims[event_id] = _Claim(_claimed(row, error), handlers, [], {}, [], False, first_attempt, token,
+                                      quarantined=True)
+            continue
         twin = row["twin_id"]
         if not handlers or twin is not None:
-            update.update(status=EventStatus.IGNORED, processed_at=now, next_attempt_at=None,
-                          last_error=f"already handled as event {twin}" if twin else None)
-            claims[event_id] = _Claim(_claimed(row, update["last_error"]), [], [], {}, [], False, first_attempt)
+            update.update(status=EventStatus.IGNORED, processed_at=now, next_attempt_at=None, lease_token=None,
+                          lost_leases=0, last_error=f"already handled as event {twin}" if twin else None)
+            claims[event_id] = _Claim(_claimed(row, update["last_error"]), [], [], {}, [], False, first_attempt,
+                                      token)
             continue
         done = runs[event_id]
         # Succeeded runs are done for good; dead ones wait for `events replay`.
@@ -384,7 +438,7 @@ async def _claim_rows(runtime: Runtime, session: AsyncSession,
                                 "status": RunStatus.DEAD, "last_error": "worker stopped during the last attempt",
                                 "finished_at": now})
         claims[event_id] = _Claim(_claimed(row, row["last_error"]), handlers, to_run, attempts,
-                                  [h.name for h in crashed_out], earlier_dead, first_attempt)
+                                  [h.name for h in crashed_out], earlier_dead, first_attempt, token)
     if event_updates:
         await session.execute(_EVENT_UPDATE, event_updates)
     if run_inserts:
@@ -423,11 +477,12 @@ class _BatchItem:
     attempts: dict[str, int]
     settle: bool  # mark the event `processed` if all these handlers succeed
     result: _BatchResult
+    token: str  # the claim's lease token
 
 
 @dataclass
 class _BatchResult:
-    errors: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, Failure] = field(default_factory=dict)
     settled: bool = False
     crash: Exception | None = None  # recording this event's runs failed (the database went away)
 
@@ -448,7 +503,6 @@ async def _run_batch(runtime: Runtime, connection: AsyncConnection, items: list[
         async with _session(runtime, connection) as session, session.begin():
             run_updates: list[dict[str, Any]] = []
             attempts: list[dict[str, Any]] = []
-            settled: list[dict[str, Any]] = []
             timings: list[tuple[str, float]] = []
             session.info[RESOURCES] = runtime.resources
             await _prepare(session, items)
@@ -464,12 +518,9 @@ async def _run_batch(runtime: Runtime, connection: AsyncConnection, items: list[
                     attempts.append(_attempt(item.event.id, handler, attempt, AttemptStatus.SUCCEEDED, started_at,
                                              elapsed, note=inbox.take_notes(session, item.event.id)))
                     timings.append((handler.name, elapsed))
-                if item.settle:
-                    settled.append({"b_id": item.event.id, **_settled_values(EventStatus.PROCESSED)})
             await session.execute(_RUN_UPDATE, run_updates)
             await session.execute(_ATTEMPT_INSERT, attempts)
-            if settled:
-                await session.execute(_EVENT_UPDATE, settled)
+            await _fence_batch(runtime, session, items)
     except Exception as exc:  # a handler may raise anything; each event then runs on its own
         log.info("a batch of %d event(s) was rolled back (%s); running each on its own",
                  len(items), _error_text(exc).splitlines()[-1])
@@ -482,6 +533,35 @@ async def _run_batch(runtime: Runtime, connection: AsyncConnection, items: list[
         _log_note(row)
     for item in items:
         item.result.settled = item.settle
+
+
+async def _fence_batch(runtime: Runtime, session: AsyncSession, items: list[_BatchItem]) -> None:
+    """Settle the batch's events that are done and renew the others' leases, each only under its
+    claim's token: if any lease is no longer the batch's, the whole batch is rolled back (and each
+    event, run on its own, drops its run: `LeaseLost`)."""
+    for settle in (True, False):
+        by_token: dict[str, list[str]] = {}
+        for item in items:
+            if item.settle == settle:
+                by_token.setdefault(item.token, []).append(item.event.id)
+        for token, ids in by_token.items():
+            values = (_settled_values(EventStatus.PROCESSED) if settle else
+                      {"next_attempt_at": utcnow() + timedelta(seconds=runtime.settings.LEASE_SECONDS)})
+            statement = (update(_EVENTS).where(_EVENTS.c.id.in_(ids), _EVENTS.c.lease_token == token,
+                                               _EVENTS.c.status == EventStatus.PROCESSING).values(**values))
+            result: Any = await session.execute(statement)
+            if result.rowcount != len(set(ids)):
+                raise LeaseLost(f"{len(set(ids)) - result.rowcount} lease(s) of the batch were lost")
+
+
+async def _fence(runtime: Runtime, session: AsyncSession, event_id: str, token: str, *, settle: bool) -> None:
+    """In a handler's transaction: settle the event as `processed` (`settle`) or renew its lease,
+    only if the lease is still this claim's; else `LeaseLost`, which rolls the transaction back."""
+    values = (_settled_values(EventStatus.PROCESSED) if settle else
+              {"next_attempt_at": utcnow() + timedelta(seconds=runtime.settings.LEASE_SECONDS)})
+    result: Any = await session.execute(_EVENT_FENCE, {"b_id": event_id, "b_token": token, **values})
+    if result.rowcount != 1:
+        raise LeaseLost(event_id)
 
 
 async def _prepare(session: AsyncSession, items: list[_BatchItem]) -> None:
@@ -509,8 +589,8 @@ async def _run_each(runtime: Runtime, item: _BatchItem, connection: AsyncConnect
     result = item.result
     for index, handler in enumerate(item.handlers):
         settle = item.settle and index == len(item.handlers) - 1 and not result.errors
-        error = await _run_handler(runtime, item.event, handler, item.attempts[handler.name], settle=settle,
-                                   connection=connection)
+        error = await _run_handler(runtime, item.event, handler, item.attempts[handler.name], item.token,
+                                   settle=settle, connection=connection)
         if error is not None:
             result.errors[handler.name] = error
         elif settle:
@@ -526,14 +606,21 @@ def _context(runtime: Runtime, session: AsyncSession, event: Event, handler: Han
                    event_id=event.id, handler=handler.name, attempt=attempt, resources=runtime.resources)
 
 
-# What a database error says beyond its type and message: the statement, its parameters and
-# PostgreSQL's DETAIL (which quotes key values). Never stored nor logged: they may hold
-# customers' data or secrets.
-_SQL_DETAIL = re.compile(r"\[SQL: .*?\](?=\n|$)|\[parameters: [^\n]*|^DETAIL: [^\n]*\n?", re.S | re.M)
+# What a database error says beyond its type and message: the statement, its parameters (or
+# SQLAlchemy's note that it hid them) and PostgreSQL's DETAIL and HINT (which quote key values).
+# Never stored nor logged: they may hold customers' data or secrets.
+_SQL_DETAIL = re.compile(r"\[SQL: .*?\](?=\n|$)|\[parameters: [^\n]*|\[SQL parameters hidden[^\n]*"
+                         r"|^(?:DETAIL|HINT): [^\n]*\n?", re.S | re.M)
+# Secrets and personal data a driver's message may still quote (a trigger's or a check's text):
+# webhook and hook secrets, licence keys (groups of 4+ base32 characters joined by dashes) and
+# e-mail addresses.
+_SECRETS = re.compile(r"whsec_[A-Za-z0-9+/=]+|\b(?:[A-Z0-9]{2,16}-)?(?:[A-Z2-7]{4,16}-){3,}[A-Z2-7]{1,16}\b"
+                      r"|[^\s@'\"(),]+@[^\s@'\"(),]+")
 
 
 def _scrub(text: str) -> str:
-    return re.sub(r"\n{2,}(?=\(Background)", "\n", _SQL_DETAIL.sub("", text))
+    text = re.sub(r"\n{2,}(?=\(Background)", "\n", _SQL_DETAIL.sub("", text))
+    return _SECRETS.sub("[redacted]", text)
 
 
 def _error_text(exc: BaseException) -> str:
@@ -561,9 +648,9 @@ def _run_succeeded(event_id: str, handler: Handler, elapsed: float) -> dict[str,
 
 
 def _run_failed(runtime: Runtime, event_id: str, handler: Handler, attempt: int, elapsed: float,
-                error: str) -> dict[str, Any]:
-    """The run's record after a failure."""
-    status = RunStatus.DEAD if attempt >= runtime.settings.MAX_ATTEMPTS else RunStatus.FAILED
+                error: str, *, permanent: bool = False) -> dict[str, Any]:
+    """The run's record after a failure (dead once out of attempts, or at once if permanent)."""
+    status = RunStatus.DEAD if permanent or attempt >= runtime.settings.MAX_ATTEMPTS else RunStatus.FAILED
     return {"b_event_id": event_id, "b_handler": handler.name, "status": status,
             "duration_ms": elapsed * 1000, "finished_at": utcnow(), "last_error": error}
 
@@ -581,13 +668,13 @@ def _log_note(attempt: dict[str, Any]) -> None:
         event_logger(attempt["event_id"], attempt["handler"]).info("%s", attempt["note"])
 
 
-async def _run_handler(runtime: Runtime, event: Event, handler: Handler, attempt: int, *,
-                       settle: bool = False, connection: AsyncConnection | None = None) -> str | None:
+async def _run_handler(runtime: Runtime, event: Event, handler: Handler, attempt: int, token: str, *,
+                       settle: bool = False, connection: AsyncConnection | None = None) -> Failure | None:
     """Run one handler in its own transaction; None on success, else the error text (recorded on
     the run). With `settle`, its success also marks the event `processed`, in the same transaction.
     `connection`: one to use instead of a new one from the pool."""
     started_at, started = utcnow(), time.perf_counter()
-    error: str | None = None
+    error: Failure | None = None
     try:
         async with _session(runtime, connection) as session, session.begin():
             # Also enforced here because in a batch the handler runs in the batcher's task, which
@@ -599,19 +686,20 @@ async def _run_handler(runtime: Runtime, event: Event, handler: Handler, attempt
                             note=inbox.take_notes(session, event.id))
             await session.execute(_RUN_UPDATE, _run_succeeded(event.id, handler, elapsed))
             await session.execute(_ATTEMPT_INSERT, done)
-            if settle:
-                await session.execute(_EVENT_UPDATE, {"b_id": event.id,
-                                                        **_settled_values(EventStatus.PROCESSED)})
+            await _fence(runtime, session, event.id, token, settle=settle)
         _log_note(done)
+    except LeaseLost:
+        raise
     except Exception as exc:  # a handler may raise anything; it is recorded and retried
-        error = _error_text(exc)
+        error = Failure(_error_text(exc), permanent=isinstance(exc, PermanentError))
         elapsed = time.perf_counter() - started
         record = error_record(exc)
-        failed = _run_failed(runtime, event.id, handler, attempt, elapsed, record)
+        failed = _run_failed(runtime, event.id, handler, attempt, elapsed, record, permanent=error.permanent)
         async with _session(runtime, connection) as session, session.begin():
             await session.execute(_RUN_UPDATE, failed)
             await session.execute(_ATTEMPT_INSERT, _attempt(event.id, handler, attempt, failed["status"],
                                                             started_at, elapsed, error=record))
+            await _fence(runtime, session, event.id, token, settle=False)
     runtime.metrics.observe("dodo_handler_duration_seconds", elapsed, handler=handler.name)
     return error
 
@@ -629,10 +717,13 @@ _RUNS_SELECT = select(_RUNS).where(_RUNS.c.event_id.in_(bindparam("ids", expandi
 _EVENTS: Any = EventRow.__table__
 _EVENT_UPDATE = update(_EVENTS).where(_EVENTS.c.id == bindparam("b_id"))
 _TYPES_SELECT = select(_EVENTS.c.id, _EVENTS.c.type).where(_EVENTS.c.id.in_(bindparam("ids", expanding=True)))
+# A write that settles or renews an event only under the claim's lease token (fencing).
+_EVENT_FENCE = update(_EVENTS).where(_EVENTS.c.id == bindparam("b_id"), _EVENTS.c.lease_token == bindparam("b_token"),
+                                     _EVENTS.c.status == EventStatus.PROCESSING)
 _LEASE_RELEASE = (update(_EVENTS).where(_EVENTS.c.id == bindparam("b_id"),
                                         _EVENTS.c.status == EventStatus.PROCESSING,
-                                        _EVENTS.c.next_attempt_at == bindparam("b_lease"))
-                  .values(next_attempt_at=bindparam("b_now")))
+                                        _EVENTS.c.lease_token == bindparam("b_token"))
+                  .values(next_attempt_at=bindparam("b_now"), lease_token=None))
 # A webhook that arrives after reconciliation repaired its object (or a repair that raced its
 # webhook) is the same news, and the merchant's handlers should not hear it twice: on an event's
 # first claim, `twin_id` is an event already processed for the same type and object when one of
@@ -652,15 +743,19 @@ _CLAIM_SELECT = (select(_EVENTS, case((and_(_EVENTS.c.attempts == 0, _EVENTS.c.t
 def _settled_values(status: str, *, retry_in: float | None = None, error: str | None = None) -> dict[str, Any]:
     now = utcnow()
     # `next_attempt_at`: the retry's time, or none (which also ends the claim's lease).
-    values: dict[str, Any] = {"status": status, "updated_at": now, "last_error": error,
+    values: dict[str, Any] = {"status": status, "updated_at": now, "last_error": error, "lease_token": None,
+                              "lost_leases": 0,
                               "next_attempt_at": None if retry_in is None else now + timedelta(seconds=retry_in)}
     if status in (EventStatus.PROCESSED, EventStatus.IGNORED):
         values["processed_at"] = now
     return values
 
 
-async def _settle(runtime: Runtime, event_id: str, status: str, *, retry_in: float | None = None,
+async def _settle(runtime: Runtime, claim: _Claim, status: str, *, retry_in: float | None = None,
                   error: str | None = None) -> None:
+    """Settle the event, only under the claim's lease (else `LeaseLost`: the new owner settles)."""
     values = _settled_values(status, retry_in=retry_in, error=error)
     async with runtime.db.sessions() as session, session.begin():
-        await session.execute(_EVENT_UPDATE, {"b_id": event_id, **values})
+        result: Any = await session.execute(_EVENT_FENCE, {"b_id": claim.row.id, "b_token": claim.token, **values})
+        if result.rowcount != 1:
+            raise LeaseLost(claim.row.id)

@@ -36,7 +36,10 @@ class Customer(Payload):
 
 class CartItem(Payload):
     product_id: str
-    quantity: int = 1
+    # As sent: Dodo sends a positive integer, but anything else ("3", 2.5, null) is kept as it
+    # came, so the payment still parses and the entitlements refuse the order by name instead of
+    # guessing (worker/entitlements/cart.py).
+    quantity: int | Any = 1
 
 
 class RefundItem(Payload):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -14,8 +15,42 @@ FORMAT = "%(asctime)s %(levelname)-7s %(name)s %(message)s"
 QUIET_LOGGERS = ("httpx", "httpcore", "aiosqlite", "asyncio", "botocore", "boto3", "s3transfer", "urllib3")
 
 
+# Characters that could end a log line or drive a terminal: C0 and C1 controls (but tab), DEL and
+# the Unicode line and paragraph separators.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escape_controls(text: str) -> str:
+    """`text` with control characters written as escapes (`\\n`, `\\x1b`, ...)."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+class EscapingFormatter(logging.Formatter):
+    """One record, one line: the formatted message has its control characters escaped, so a
+    newline in a signed payload's field (a payment id) cannot write a forged line. A traceback
+    stays multi-line, but each of its lines is indented (and escaped): only a record's first
+    line starts at column 0."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escape_controls(super().formatMessage(record))
+
+    def formatException(self, ei: Any) -> str:
+        return _indented(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return _indented(super().formatStack(stack_info))
+
+
+def _indented(text: str) -> str:
+    return "\n".join("  " + escape_controls(line) for line in text.splitlines())
+
+
 def configure_logging(level: str = "INFO") -> None:
+    """The project's one log handler (stderr), with `EscapingFormatter`; uvicorn's loggers use
+    it too (`log_config=None` in worker/cli/serve.py)."""
     logging.basicConfig(level=level.upper(), format=FORMAT)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(EscapingFormatter(FORMAT))
     for noisy in QUIET_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

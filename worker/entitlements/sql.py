@@ -10,6 +10,8 @@ from sqlalchemy import event, insert, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction
 
+from worker.store.fit import fit_row
+
 
 def dialect_name(session: AsyncSession) -> str:
     return session.get_bind().dialect.name
@@ -57,6 +59,7 @@ async def insert_ignore(session: AsyncSession, model: type[DeclarativeBase], val
         except IntegrityError:
             return False
         return True
+    fit_row(model.__table__, values)
     with _flush_changes_only(session):
         result = await session.execute(_insert_ignore_statement(model, name), values)
     return bool(getattr(result, "rowcount", 0) == 1)
@@ -81,6 +84,8 @@ async def insert_ignore_many(session: AsyncSession, model: type[DeclarativeBase]
     if name not in ("postgresql", "sqlite"):  # pragma: no cover
         return {row["id"] for row in rows if await insert_ignore(session, model, row)}
     statement = _insert_ignore_statement(model, name, returning_id=True)
+    for row in rows:
+        fit_row(model.__table__, row)
     with _flush_changes_only(session):
         if len(rows) == 1:
             result = await session.execute(statement, rows[0])
@@ -133,7 +138,7 @@ def insert_later(session: AsyncSession, model: type[DeclarativeBase], values: di
     transaction's queued rows go in one INSERT per table before it commits (or at `write_pending`):
     a batch of 50 orders writes its 100 audit rows in one statement, with no ORM object each."""
     pending: dict[Any, list[dict[str, Any]]] = session.info.setdefault(PENDING_ROWS, {})
-    pending.setdefault(model.__table__, []).append(values)
+    pending.setdefault(model.__table__, []).append(fit_row(model.__table__, values))
 
 
 async def write_pending(session: AsyncSession) -> None:

@@ -13,6 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.store.database import Database
+from worker.store.fit import fit_text
 from worker.store.models import (
     INTERRUPTED_ERROR,
     AttemptStatus,
@@ -44,8 +45,8 @@ class NewEvent:
         # text cannot hold it) and are cut to their column's length. The body keeps all as sent.
         for name, length in _COLUMN_LENGTHS.items():
             value = getattr(self, name)
-            if isinstance(value, str) and ("\x00" in value or len(value) > length):
-                object.__setattr__(self, name, value.replace("\x00", "")[:length])
+            if isinstance(value, str):
+                object.__setattr__(self, name, fit_text(value, length))
 
 
 async def insert_events(db: Database, events: Sequence[NewEvent]) -> set[str]:
@@ -190,9 +191,7 @@ async def ids_to_sweep(session: AsyncSession, *, older_than: timedelta, stuck_af
                 and_(EventRow.status.in_([EventStatus.RECEIVED, EventStatus.QUEUED]),
                      EventRow.updated_at <= cutoff),
                 and_(EventRow.status == EventStatus.FAILED, EventRow.next_attempt_at <= cutoff),
-                # A claim whose lease ran out (its worker died or its job timed out) or was
-                # given back (a stopping worker), or a claim from before leases (none).
-                and_(EventRow.status == EventStatus.PROCESSING, EventRow.next_attempt_at <= now),
+                # A claim from before leases (none); one whose lease ran out: `expired_leases`.
                 and_(EventRow.status == EventStatus.PROCESSING, EventRow.next_attempt_at.is_(None),
                      EventRow.updated_at <= now - stuck_after),
             )
@@ -201,6 +200,15 @@ async def ids_to_sweep(session: AsyncSession, *, older_than: timedelta, stuck_af
         .limit(limit)
     )
     return list(await session.scalars(query))
+
+
+async def expired_leases(session: AsyncSession, limit: int = 1000) -> list[tuple[str, int]]:
+    """Claims whose lease ran out (their worker died or stalled) or was given back (a stopping
+    worker), with their attempts: (event id, attempts), oldest first."""
+    query = (select(EventRow.id, EventRow.attempts)
+             .where(EventRow.status == EventStatus.PROCESSING, EventRow.next_attempt_at <= utcnow())
+             .order_by(EventRow.received_at).limit(limit))
+    return [(event_id, attempts) for event_id, attempts in (await session.execute(query)).all()]
 
 
 async def mark_queued(session: AsyncSession, event_ids: Sequence[str]) -> None:
