@@ -55,8 +55,11 @@ def server_config(app: object, settings: Settings, host: str, port: int) -> uvic
     from worker.web.slowloris import protocol_with_header_timeout
 
     return uvicorn.Config(app, host=host, port=port, log_level=settings.LOG_LEVEL.lower(),  # type: ignore[arg-type]
-                          access_log=False, timeout_graceful_shutdown=10, server_header=False,
+                          log_config=None, access_log=False, timeout_graceful_shutdown=10, server_header=False,
                           limit_concurrency=1000, timeout_keep_alive=15,
+                          # The client address is read by worker/web/clients.py (TRUSTED_PROXIES),
+                          # never from X-Forwarded-For that uvicorn would believe from 127.0.0.1.
+                          proxy_headers=False,
                           http=protocol_with_header_timeout(settings.HTTP_HEADER_TIMEOUT_SECONDS))
 
 

@@ -4,6 +4,9 @@ A token is `base64url(payload).base64url(hmac_sha256(key, payload))` where the p
 `{"g": grant_id, "e": unix_expiry}`. It names only the grant, so revoking the grant refuses
 every token already handed out (the route checks the grant's status on each download).
 
+Decoding is strict: a token is accepted only exactly as it was issued (unpadded base64url, the
+canonical spelling, a 32-byte MAC compared in constant time); anything else is `invalid` (403).
+
 The key is DOWNLOAD_SIGNING_KEY, or else derived from WORKER_API_TOKEN, or else from the first
 webhook secret: set DOWNLOAD_SIGNING_KEY in production so rotating those does not end links.
 """
@@ -11,9 +14,11 @@ webhook secret: set DOWNLOAD_SIGNING_KEY in production so rotating those does no
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import json
+import re
 import time
 
 from worker.settings import Settings
@@ -43,8 +48,18 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
+_B64URL = re.compile(r"[A-Za-z0-9_-]+")
+
+
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Strict: only the unpadded base64url alphabet, and only the one canonical spelling of the
+    bytes (the decoder would silently drop junk characters and ignore stray low bits)."""
+    if not _B64URL.fullmatch(text):
+        raise ValueError("not base64url")
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64(data) != text:
+        raise ValueError("not canonical base64url")
+    return data
 
 
 def make_token(key: bytes, grant_id: str, ttl_seconds: int, now: float | None = None) -> str:
@@ -65,8 +80,10 @@ def read_claims(key: bytes, token: str, now: float | None = None) -> tuple[str, 
     try:
         payload_part, mac_part = token.split(".", 1)
         payload, mac = _unb64(payload_part), _unb64(mac_part)
-    except (ValueError, UnicodeError):
+    except (ValueError, UnicodeError, binascii.Error):
         raise TokenError("invalid") from None
+    if len(mac) != hashlib.sha256().digest_size:
+        raise TokenError("invalid")
     if not hmac.compare_digest(mac, hmac.new(key, payload, hashlib.sha256).digest()):
         raise TokenError("invalid")
     try:

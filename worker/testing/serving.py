@@ -40,7 +40,8 @@ async def serve_app(app: Any, what: str = "the server to start", lifespan: str =
     import uvicorn
 
     config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning",
-                            access_log=False, lifespan=lifespan)  # type: ignore[arg-type]
+                            access_log=False, lifespan=lifespan,  # type: ignore[arg-type]
+                            proxy_headers=False)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     if servers is not None:

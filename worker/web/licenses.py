@@ -19,13 +19,20 @@ and ours where Dodo has none: 413 PAYLOAD_TOO_LARGE, 503 STORE_UNAVAILABLE, 503 
 For a Dodo-issued key, Dodo's own refusal is passed on with its status, code and message.
 (worker/entitlements/licenses.py says which keys go to Dodo and why.)
 
-Not rate-limited yet: a key has at least 128 random bits, so guessing is hopeless, but a proxy in
-front should still limit requests per client.
+Hostile callers (docs/licenses.md "Limits"): a body is read at most 16 KiB and nested at most
+`MAX_DEPTH` levels (413 PAYLOAD_TOO_LARGE, 422 INVALID_REQUEST_BODY, never a 500); each client
+address (TRUSTED_PROXIES says whose X-Forwarded-For is believed) and each licence key gets
+LICENSE_RATE_PER_MINUTE / LICENSE_KEY_RATE_PER_MINUTE requests a minute across every web process
+(429 RATE_LIMITED with `Retry-After`); and at most LICENSE_CONCURRENCY requests of one process
+use the database at once, one waiting at most LICENSE_QUEUE_SECONDS for a turn (503 BUSY with
+`Retry-After` after that), so a flood never takes the connections the webhook receiver needs.
+Each such refusal counts in `dodo_license_requests_refused_total{reason}` and is logged, at
+most 20 lines a minute.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -37,13 +44,23 @@ from litestar.types import ExceptionHandlersMap
 from sqlalchemy.exc import SQLAlchemyError
 
 from integrations.dodo import DodoLicenses, create_license_client
+from worker.entitlements.keys import normalise
 from worker.entitlements.licenses import DODO_UNAVAILABLE, INVALID_BODY, LicenseError, Licenses
+from worker.runtime import Runtime
+from worker.web.bodies import BodyError, read_json_object
+from worker.web.clients import client_address
+from worker.web.ratelimit import RateLimiter
+from worker.web.refusals import RateLimitedLog, printable
 from worker.web.responses import coded_error, json_response
 
 MAX_BODY_BYTES = 16 * 1024
 MAX_FIELD_CHARS = 255
 DODO_LICENSES = "dodo_licenses"  # the runtime resource: one SDK client a process, closed with it
 RETRY_AFTER = "5"  # seconds, on 503 DODO_UNAVAILABLE
+BUSY_RETRY_AFTER = "1"  # seconds, on 503 BUSY (every database slot of the licence routes taken)
+MAX_DEPTH = 4  # the bodies are flat objects
+QUEUE_PER_SLOT = 4  # past LICENSE_CONCURRENCY * this many requests in flight, 503 at once
+REFUSED_METRIC = "dodo_license_requests_refused_total"
 log = logging.getLogger("dodo_worker.web")
 
 
@@ -62,14 +79,47 @@ def _field(body: dict[str, Any], name: str, required: bool = True) -> str | None
     return value.strip()
 
 
-async def _body(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    try:
-        body = json.loads(await request.body())
-    except ValueError:
-        raise BadRequest("the body is not JSON") from None
-    if not isinstance(body, dict):
-        raise BadRequest("the body is not a JSON object")
-    return body
+class _RefusalLog(RateLimitedLog):
+    what = "licence request refusal"
+    logger = logging.getLogger("dodo_worker.licenses")
+
+    def refused(self, status: int, reason: str, client: str) -> None:
+        if self.admit():
+            self.logger.warning("licence request refused: %s %s (from %s)", status, reason, printable(client, 64))
+
+
+class _Guard:
+    """What stands between a flood and the store, one per app (tests run several in a process)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.settings = runtime.settings
+        self.metrics = runtime.metrics
+        self.limiter = RateLimiter(runtime.redis, f"{runtime.settings.QUEUE_NAME}:licence-rate")
+        self.slots = asyncio.Semaphore(runtime.settings.LICENSE_CONCURRENCY)
+        self.in_flight = 0
+        self.max_in_flight = runtime.settings.LICENSE_CONCURRENCY * (1 + QUEUE_PER_SLOT)
+        self.log = _RefusalLog()
+
+    def refuse(self, client: str, status: int, code: str, reason: str, message: str,
+               headers: dict[str, str] | None = None) -> Response[bytes]:
+        self.metrics.inc(REFUSED_METRIC, reason=reason)
+        self.log.refused(status, reason, client)
+        return coded_error(status, code, message, headers)
+
+    def busy(self, client: str) -> Response[bytes]:
+        return self.refuse(client, 503, "BUSY", "busy", "too many licence requests at once, retry shortly",
+                           {"Retry-After": BUSY_RETRY_AFTER})
+
+    def too_many(self, client: str, reason: str, retry_after: int) -> Response[bytes]:
+        return self.refuse(client, 429, "RATE_LIMITED", reason, f"too many requests, retry in {retry_after}s",
+                           {"Retry-After": str(retry_after)})
+
+
+def _guard(state: State) -> _Guard:
+    guard: _Guard | None = state.get("license_guard")
+    if guard is None:
+        guard = state["license_guard"] = _Guard(state.runtime)
+    return guard
 
 
 def refusal(exc: LicenseError) -> Response[bytes]:
@@ -102,18 +152,50 @@ def _licenses(state: State) -> Licenses:
 
 async def _answer(request: Request[Any, Any, Any], required: tuple[str, ...], optional: str | None,
                   run: Callable[..., Awaitable[Response[bytes]]]) -> Response[bytes]:
-    """Read the body's fields (422 when malformed) and `run(*fields)`, a refusal in Dodo's shape."""
+    """Limit the client, read the body's fields (422 when malformed), limit the key, wait for a
+    database slot, and `run(*fields)`; every refusal in Dodo's shape."""
+    guard = _guard(request.app.state)
+    settings = guard.settings
+    client = client_address(request, settings.trusted_proxies)
+    if guard.in_flight >= guard.max_in_flight:  # shed at once: no Redis, no body, no waiting
+        return guard.busy(client)
+    guard.in_flight += 1
     try:
-        body = await _body(request)
+        return await _limited(request, guard, client, required, optional, run)
+    finally:
+        guard.in_flight -= 1
+
+
+async def _limited(request: Request[Any, Any, Any], guard: _Guard, client: str, required: tuple[str, ...],
+                   optional: str | None, run: Callable[..., Awaitable[Response[bytes]]]) -> Response[bytes]:
+    settings = guard.settings
+    wait = await guard.limiter.retry_after("client", client, settings.LICENSE_RATE_PER_MINUTE)
+    if wait is not None:
+        return guard.too_many(client, "client_rate", wait)
+    try:
+        body = await read_json_object(request, MAX_BODY_BYTES, MAX_DEPTH)
         fields = [_field(body, name) for name in required]
         if optional is not None:
             fields.append(_field(body, optional, required=False))
+    except BodyError as exc:
+        code = "PAYLOAD_TOO_LARGE" if exc.status == 413 else INVALID_BODY
+        return guard.refuse(client, exc.status, code, exc.reason, exc.message)
     except BadRequest as exc:
-        return refusal(LicenseError(422, INVALID_BODY, str(exc)))
+        return guard.refuse(client, 422, INVALID_BODY, "malformed", str(exc))
+    wait = await guard.limiter.retry_after("key", normalise(str(fields[0])), settings.LICENSE_KEY_RATE_PER_MINUTE)
+    if wait is not None:
+        return guard.too_many(client, "key_rate", wait)
+    try:
+        async with asyncio.timeout(settings.LICENSE_QUEUE_SECONDS):
+            await guard.slots.acquire()
+    except TimeoutError:
+        return guard.busy(client)
     try:
         return await run(*fields)
     except LicenseError as exc:
         return refusal(exc)
+    finally:
+        guard.slots.release()
 
 
 @post("/v1/licenses/validate", request_max_body_size=MAX_BODY_BYTES, exception_handlers=LICENSE_ERRORS)

@@ -26,6 +26,7 @@ from worker.runtime import Runtime
 from worker.store.database import is_missing_table
 from worker.store.inbox import NewEvent
 from worker.verify import SignatureError, Verifier
+from worker.web.bodies import BodyTooLarge, may_nest_deeper, nesting_depth, read_body
 from worker.web.inbox_writer import InboxWriter
 from worker.web.refusals import RefusalLog
 from worker.web.responses import error, json_response
@@ -50,41 +51,8 @@ MAX_DEPTH = 128
 TOO_DEEP = object()
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """Read at most `limit` bytes, refusing early when Content-Length already says more."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise BodyTooLarge
-    return bytes(body)
-
-
-def nesting_depth(value: object, limit: int) -> int:
-    """How deeply arrays and objects nest in `value`, counting no further than `limit + 1`."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
-        if children is None:
-            continue
-        deepest = max(deepest, depth)
-        if deepest > limit:
-            break
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
-    return deepest
-
-
 def _may_nest_deeper(body: bytes) -> bool:
-    """Cheap pre-check (C-speed counts): fewer brackets than the limit cannot nest deeper."""
-    return body.count(b"[") + body.count(b"{") > MAX_DEPTH
+    return may_nest_deeper(body, MAX_DEPTH)
 
 
 def _reject(request: Request, runtime: Runtime, status: int, reason: str, message: str) -> Response[bytes]:
