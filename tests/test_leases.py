@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import update
 
 from tests.support import Stack, sample_envelope, wait_until
-from worker import Context, Event
+from worker import Context, Event, leases
 from worker.dispatch import Outcome, process_events
 from worker.registry import Registry
 from worker.runtime import Runtime
@@ -28,7 +28,7 @@ from worker.store.models import utcnow
 @pytest.fixture
 async def runtimes(stack_factory: Any, registry: Registry) -> AsyncIterator[tuple[Stack, Runtime, Runtime]]:
     """Two workers' runtimes on one database (no arq worker: the tests call the dispatcher)."""
-    stack = await stack_factory(web=False, worker=False, JOB_TIMEOUT_SECONDS=60)
+    stack = await stack_factory(web=False, worker=False, JOB_TIMEOUT_SECONDS=60, LEASE_SECONDS=30)
     first, second = Runtime.create(stack.settings, registry), Runtime.create(stack.settings, registry)
     yield stack, first, second
     await first.close()
@@ -73,8 +73,8 @@ async def test_an_event_under_a_live_lease_is_skipped(runtimes, registry: Regist
     row = await stack.event("evt_lease_live")
     assert row is not None and row.status == EventStatus.PROCESSING
     assert row.next_attempt_at is not None
-    # The lease lasts the job timeout (60 s here) from the claim.
-    assert timedelta(seconds=55) < row.next_attempt_at - utcnow() <= timedelta(seconds=60)
+    # The lease lasts LEASE_SECONDS (30 s here) from the claim, not the job timeout (60 s).
+    assert timedelta(seconds=25) < row.next_attempt_at - utcnow() <= timedelta(seconds=30)
 
     assert await process_events(second, ["evt_lease_live"]) == [Outcome("skipped")]
     assert calls == ["evt_lease_live"], "the second job did not run the handler"
@@ -151,7 +151,110 @@ async def test_the_sweeper_queues_events_whose_lease_ran_out(runtimes) -> None:
 
     async with stack.db.sessions() as session:
         ids = await inbox.ids_to_sweep(session, older_than=timedelta(0), stuck_after=timedelta(seconds=90))
-    assert sorted(ids) == ["evt_sweep_expired", "evt_sweep_none_old"]
+        expired = await inbox.expired_leases(session)
+    assert sorted(ids) == ["evt_sweep_none_old"]
+    assert [event_id for event_id, _ in expired] == ["evt_sweep_expired"]
+
+
+def short_leases(stack: Stack, registry: Registry, seconds: float = 1) -> tuple[Runtime, Runtime]:
+    """Two workers' runtimes whose leases last `seconds`."""
+    settings = stack.settings.model_copy(update={"LEASE_SECONDS": seconds})
+    return Runtime.create(settings, registry), Runtime.create(settings, registry)
+
+
+async def test_a_lease_that_is_not_renewed_is_taken_over_and_the_late_settle_is_dropped(
+        runtimes, registry: Registry) -> None:
+    """A worker that stops renewing (dead or stalled: no heartbeat here) loses the event within
+    its lease; when it comes back, its settle finds another claim's token and keeps nothing."""
+    stack, *_ = runtimes
+    first, second = short_leases(stack, registry)
+    try:
+        started, release, calls = gated(registry)
+        job = await running(stack, first, started, "evt_lease_lost")
+        started.clear()
+        taken = asyncio.create_task(take_over(second, "evt_lease_lost"))
+        await asyncio.wait_for(started.wait(), 5)  # within seconds (a lease of 1 s)
+        async with stack.db.sessions() as session:
+            ids = [event_id for event_id, _ in await inbox.expired_leases(session)]
+        assert ids == [], "the new claim holds a fresh lease"
+        release.set()
+        assert await job == [Outcome("lost")], "the stale worker's settle was dropped"
+        assert await taken == [Outcome("processed")]
+        row = await stack.event("evt_lease_lost")
+        assert row is not None and (row.status, row.attempts, row.lost_leases) == (EventStatus.PROCESSED, 2, 0)
+        assert calls == ["evt_lease_lost", "evt_lease_lost"]
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def take_over(runtime: Runtime, event_id: str) -> list[Outcome | BaseException]:
+    """Run the event on `runtime` as soon as its lease lets it (as the heartbeat's takeover does)."""
+    while (outcome := await process_events(runtime, [event_id])) == [Outcome("skipped")]:
+        await asyncio.sleep(0.05)
+    return outcome
+
+
+async def test_a_slow_live_handler_keeps_its_lease(runtimes, registry: Registry) -> None:
+    """The heartbeat renews the lease of a handler that runs longer than the lease: another
+    worker skips the event all along, and it runs once."""
+    stack, *_ = runtimes
+    first, second = short_leases(stack, registry)
+    try:
+        leases.start(first)
+        started, release, calls = gated(registry)
+        job = await running(stack, first, started, "evt_lease_slow")
+        deadline = asyncio.get_running_loop().time() + 3  # three leases
+        while asyncio.get_running_loop().time() < deadline:
+            assert await process_events(second, ["evt_lease_slow"]) == [Outcome("skipped")]
+            await asyncio.sleep(0.2)
+        release.set()
+        assert await job == [Outcome("processed")]
+        assert calls == ["evt_lease_slow"]
+        row = await stack.event("evt_lease_slow")
+        assert row is not None and (row.status, row.attempts) == (EventStatus.PROCESSED, 1)
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_an_event_that_loses_its_lease_three_times_is_quarantined(runtimes, registry: Registry) -> None:
+    stack, first, _ = runtimes
+    _, release, calls = gated(registry)
+    release.set()
+    await store(stack, "evt_lease_poison")
+    handler = registry.handlers_for("payment.succeeded")[0].name
+    async with stack.db.sessions() as session, session.begin():
+        session.add(HandlerRunRow(event_id="evt_lease_poison", handler=handler, status=RunStatus.RUNNING,
+                                  attempts=2, started_at=utcnow()))
+    # Two lost leases already counted; the third one has just run out.
+    await set_row(stack, "evt_lease_poison", status=EventStatus.PROCESSING, attempts=3, lost_leases=2,
+                  lease_token="a" * 32, next_attempt_at=utcnow() - timedelta(seconds=1))
+
+    assert await process_events(first, ["evt_lease_poison"]) == [Outcome("dead")]
+    assert calls == [], "the poison did not run again"
+    async with stack.db.sessions() as session:
+        detail = await inbox.event_detail(session, "evt_lease_poison")
+    assert detail is not None and detail["status"] == EventStatus.DEAD
+    assert detail["last_error"] == "quarantined: the worker processing it died or stalled 3 times; see the logs"
+    [view] = detail["handlers"]
+    assert view["status"] == RunStatus.DEAD and view["error"] == detail["last_error"]
+    assert [run["status"] for run in view["runs"]] == ["interrupted"]
+
+
+async def test_a_given_back_lease_is_not_a_lost_one(runtimes, registry: Registry) -> None:
+    """A stopping worker's leases do not count towards quarantine."""
+    stack, first, second = runtimes
+    started, release, _ = gated(registry)
+    job = await running(stack, first, started, "evt_lease_given")
+    first.stopping = True
+    job.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await job
+    release.set()
+    assert await process_events(second, ["evt_lease_given"]) == [Outcome("processed")]
+    row = await stack.event("evt_lease_given")
+    assert row is not None and row.lost_leases == 0
 
 
 async def test_one_event_in_two_jobs_at_once_runs_once(stack_factory, registry: Registry) -> None:

@@ -11,7 +11,7 @@ from arq import Retry
 from arq.cron import cron
 from arq.worker import Worker, func
 
-from worker import queue
+from worker import leases, queue
 from worker.dispatch import events_with_plain_handlers, process_events
 from worker.logs import quiet_cron_jobs
 from worker.registry import Registry, load_handler_modules
@@ -76,6 +76,7 @@ def make_startup(settings: Settings, registry: Registry | None, runtime: Runtime
         rt.metrics.start()
         await open_resources(rt)
         swept = await sweep(rt, older_than=0)
+        leases.start(rt)
         log.info("worker ready: %d handler(s), queue %r, %d event(s) swept at start",
                  len(rt.registry), settings.QUEUE_NAME, swept)
         if not len(rt.registry):
@@ -88,6 +89,8 @@ def make_startup(settings: Settings, registry: Registry | None, runtime: Runtime
 def make_shutdown(owns_runtime: bool) -> Any:
     async def shutdown(ctx: dict[str, Any]) -> None:
         runtime: Runtime | None = ctx.get("runtime")
+        if runtime is not None:
+            await leases.stop(runtime)
         if runtime is not None and owns_runtime:
             await runtime.close()
         elif runtime is not None:

@@ -34,6 +34,7 @@ COUNTERS: dict[str, str] = {
     "dodo_events_ignored_total": "Events no handler matched, by type.",
     "dodo_handler_failures_total": "Handler runs that raised, by handler.",
     "dodo_events_dead_total": "Events that ran out of attempts, by type.",
+    "dodo_license_requests_refused_total": "Licence route requests refused before the store, by reason.",
     "dodo_hook_deliveries_total": "Entitlement hook delivery attempts, by kind (url, python) and result.",
     "dodo_alerts_total": "Alert messages posted to ALERT_WEBHOOK_URL, by result (sent, failed).",
 }

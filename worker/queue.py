@@ -118,6 +118,16 @@ async def enqueue_each(redis: ArqRedis, queue_name: str, event_ids: list[str]) -
     return await _enqueue_jobs(redis, queue_name, jobs, len(event_ids))
 
 
+async def enqueue_takeovers(redis: ArqRedis, queue_name: str, expired: list[tuple[str, int]]) -> bool:
+    """Queue events whose lease ran out, one job each. The job id names the lost claim (the
+    event's attempts): the dead worker's own job for the event may still sit in Redis, in
+    progress, until arq gives up on it (JOB_TIMEOUT_SECONDS later), and would make the event's
+    plain job id refused; queueing again while this one waits adds nothing."""
+    jobs = [(f"{job_id(queue_name, event_id)}:lease{attempts}", PROCESS_EVENT, (event_id,))
+            for event_id, attempts in expired]
+    return await _enqueue_jobs(redis, queue_name, jobs, len(expired))
+
+
 async def _enqueue_jobs(redis: ArqRedis, queue_name: str, jobs: list[tuple[str, str, tuple[Any, ...]]],
                         events: int) -> bool:
     now = timestamp_ms()

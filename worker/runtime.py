@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,10 +28,11 @@ class Runtime:
     registry: Registry
     resources: dict[str, Any] = field(default_factory=dict)
     coalescers: dict[str, Coalescer[Any, Any]] = field(default_factory=dict)  # worker/dispatch.py
-    # The events this process has claimed and not settled yet, with their lease (worker/dispatch.py).
-    leases: dict[str, datetime] = field(default_factory=dict)
+    # The events this process has claimed and not settled yet, with their lease token (worker/dispatch.py).
+    leases: dict[str, str] = field(default_factory=dict)
     stopping: bool = False  # set by `stop_gracefully` as the grace period ends: cut jobs give leases back
     releasing: asyncio.Task[None] | None = None  # worker/dispatch.py `release_leases`, once
+    heartbeat: asyncio.Future[None] | None = None  # worker/leases.py, while a worker runs
 
     @classmethod
     def create(cls, settings: Settings, registry: Registry | None = None) -> Runtime:
@@ -48,6 +48,8 @@ class Runtime:
         )
 
     async def close(self) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.cancel()
         for coalescer in self.coalescers.values():
             await coalescer.close()
         with contextlib.suppress(Exception):

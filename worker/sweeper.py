@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from worker import queue
+from worker import leases, queue
 from worker.runtime import Runtime
 from worker.store import inbox
 
@@ -23,11 +23,12 @@ async def sweep(runtime: Runtime, older_than: float | None = None) -> int:
             older_than=timedelta(seconds=grace),
             stuck_after=timedelta(seconds=settings.JOB_TIMEOUT_SECONDS + 30),
         )
+    taken_over = await leases.take_over_expired(runtime)
     if not ids:
-        return 0
+        return taken_over
     enqueued = ids if await queue.enqueue_each(runtime.redis, settings.QUEUE_NAME, ids) else []
     async with runtime.db.sessions() as session, session.begin():
         await inbox.mark_queued(session, enqueued)
     if enqueued:
         log.info("swept %d event(s) onto the queue", len(enqueued))
-    return len(enqueued)
+    return len(enqueued) + taken_over

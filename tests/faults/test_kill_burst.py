@@ -48,3 +48,38 @@ async def test_burst_with_two_sigkills_grants_every_order_exactly_once(make_stac
     attempts = await stack.handler_attempts()
     print(f"\n500 orders, 2 SIGKILLs: all granted once in {took}s; "
           f"in flight at the kills {in_flight_at_kills}; handler attempts {attempts}")
+
+
+TWO_WORKER_ORDERS = 200
+RECOVERY_SECONDS = 30
+
+
+async def test_the_survivor_of_two_workers_finishes_a_dead_ones_orders_within_seconds(make_stack: MakeStack) -> None:
+    """Two workers, 200 orders each also running a 0.2 s handler; one worker is SIGKILLed mid-burst.
+    Its claims' leases are no longer renewed, so the survivor takes them over: every order is
+    granted once within RECOVERY_SECONDS of the kill (not JOB_TIMEOUT_SECONDS, 120 s)."""
+    stack = await make_stack(entitlements=True, FAULT_HANDLER_SECONDS="0.2")
+    await stack.start_web()
+    doomed, survivor = await stack.start_worker(), await stack.start_worker()
+    payments = [f"pay_pair_{i:04d}" for i in range(TWO_WORKER_ORDERS)]
+    sending = asyncio.create_task(stack.send_payments(payments, concurrency=CONCURRENCY))
+
+    async def some_processed() -> bool:
+        return (await stack.statuses())["processed"] >= 40
+
+    await wait_until(some_processed, 60, what="40 orders processed")
+    in_flight = (await stack.run_statuses())["running"]
+    kill(doomed)
+    killed_at = time.monotonic()
+    assert await doomed.wait_exit() == -9
+
+    codes = await sending
+    assert sorted(set(codes.values())) == [200], "every webhook was acknowledged"
+    statuses = await stack.wait_processed(TWO_WORKER_ORDERS, timeout=RECOVERY_SECONDS)
+    took = time.monotonic() - killed_at
+    assert statuses == {"processed": TWO_WORKER_ORDERS}, "nothing failed, dead or stuck"
+    assert took <= RECOVERY_SECONDS
+    await assert_granted_once(stack, payments)
+    assert survivor.alive()
+    print(f"\n200 orders, 2 workers, 1 SIGKILL with {in_flight} handler run(s) in flight: "
+          f"all granted once {took:.1f}s after the kill")

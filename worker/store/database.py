@@ -34,7 +34,10 @@ class Database:
 def create_engine(url: str, **options: Any) -> AsyncEngine:
     """SQLAlchemy's async engine with our defaults. Server databases: a pool of 10 (+10), a 5 s
     connect and checkout timeout, and a ping at each checkout so the pool recovers by itself
-    after the server comes back (one round trip on asyncpg, see `_ping_in_one_round_trip`)."""
+    after the server comes back (one round trip on asyncpg, see `_ping_in_one_round_trip`).
+    `hide_parameters`: SQLAlchemy's errors never quote a statement's values (e-mail addresses,
+    licence keys), wherever they are logged or printed."""
+    options.setdefault("hide_parameters", True)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         engine = create_async_engine(url, **options)

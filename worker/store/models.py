@@ -90,6 +90,11 @@ class EventRow(Base):
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
+    # The claim that holds the lease (`processing`, until `next_attempt_at`, which its worker's
+    # heartbeat renews): every settle checks it, so a worker that lost its lease settles nothing.
+    lease_token: Mapped[str | None] = mapped_column(String(32))
+    # Leases in a row that ran out without a settle (the worker died or stalled): quarantine.
+    lost_leases: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     __table_args__ = (
         Index("ix_events_status_received_at", "status", "received_at"),
