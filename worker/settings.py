@@ -5,6 +5,7 @@ Secrets are `SecretStr` so they never show up in a repr, a log line or an error.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from functools import cached_property
 from pathlib import Path
@@ -34,6 +35,20 @@ def split_secrets(raw: str) -> list[str]:
 def check_whsec(secret: str) -> None:
     """Raise ValueError unless `secret` is a Standard Webhooks secret (worker/whsec.py)."""
     decode_secret(secret)
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(raw: str) -> list[IPNetwork]:
+    """`10.0.0.1, 10.1.0.0/16, ::1` as networks; ValueError names the entry that is not one."""
+    networks = []
+    for part in split_secrets(raw):
+        try:
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ValueError(f"{part!r} is not an IP address or network") from None
+    return networks
 
 
 class Settings(BaseSettings):
@@ -70,6 +85,11 @@ class Settings(BaseSettings):
     WEBHOOK_ENQUEUE_WINDOW_SECONDS: float = Field(default=0.01, ge=0, le=1)
     QUEUE_NAME: str = "dodo-worker:queue"
     JOB_TIMEOUT_SECONDS: int = Field(default=120, ge=1)
+    # How long a claim holds an event without its worker's heartbeat (renewed every third of it):
+    # a dead worker's events are taken over this long after its last renewal.
+    LEASE_SECONDS: float = Field(default=10.0, ge=1)
+    # An event whose lease ran out this many times in a row (it kills or stalls workers) is `dead`.
+    QUARANTINE_AFTER_LOST_LEASES: int = Field(default=3, ge=1)
     SHUTDOWN_GRACE_SECONDS: int = Field(default=25, ge=0)
     SWEEP_AFTER_SECONDS: float = Field(default=10.0, ge=0)
     RETRY_MAX_SECONDS: float = Field(default=3600.0, gt=0)
@@ -112,6 +132,18 @@ class Settings(BaseSettings):
     ALERT_TIMEOUT_SECONDS: float = Field(default=5.0, gt=0, le=60)
     ALERT_REPEAT_HOURS: float = Field(default=24.0, gt=0)  # an incident's record lasts this long
     ALERT_CHECK_SECONDS: int = Field(default=5, ge=1, le=60)  # how often the worker closes resolved incidents
+    # The licence routes (worker/web/licenses.py, docs/licenses.md): requests a minute per client
+    # address and per licence key (0: no limit), shared by every web process through Redis; at
+    # most LICENSE_CONCURRENCY of them use the database at once in one web process, and one waits
+    # at most LICENSE_QUEUE_SECONDS for a turn before a 503, so a flood cannot take the
+    # connections the webhook receiver needs (the pool holds 10 + 10).
+    LICENSE_RATE_PER_MINUTE: int = Field(default=60, ge=0)
+    LICENSE_KEY_RATE_PER_MINUTE: int = Field(default=30, ge=0)
+    LICENSE_CONCURRENCY: int = Field(default=4, ge=1, le=100)
+    LICENSE_QUEUE_SECONDS: float = Field(default=0.5, ge=0, le=30)
+    # Addresses or networks (comma-separated) of the reverse proxies whose X-Forwarded-For is
+    # believed; empty: the client is the socket peer and X-Forwarded-For is ignored.
+    TRUSTED_PROXIES: str = ""
 
     @field_validator("DODO_PAYMENTS_WEBHOOK_KEY", "HOOKS_SIGNING_KEY")
     @classmethod
@@ -159,6 +191,16 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_str_is_none(cls, value: str | None) -> str | None:
         return value or None
+
+    @field_validator("TRUSTED_PROXIES", mode="after")
+    @classmethod
+    def _valid_proxies(cls, value: str) -> str:
+        parse_networks(value)
+        return value
+
+    @cached_property
+    def trusted_proxies(self) -> list[IPNetwork]:
+        return parse_networks(self.TRUSTED_PROXIES)
 
     @cached_property
     def webhook_secrets(self) -> list[str]:
