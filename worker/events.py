@@ -53,7 +53,7 @@ class RefundItem(Payload):
 
 class Addon(Payload):
     addon_id: str
-    quantity: int = 1
+    quantity: int | Any = 1  # as sent, like a cart line's (worker/entitlements/cart.py checks it)
 
 
 class Payment(Payload):

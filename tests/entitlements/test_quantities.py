@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.entitlements.conftest import PRODUCT, entitlements, payment, send_and_wait
+from tests.entitlements.conftest import PRODUCT, SEAT, entitlements, payment, send_and_wait, subscription
 from tests.support import Stack
 
 
@@ -56,3 +56,17 @@ async def test_the_catalog_raises_the_caps(stack_factory: Any, tmp_path: Any) ->
     event_id, _ = await stack.send("payment.succeeded", data)
     row = await stack.wait_status(event_id, "dead")
     assert row.last_error and "4 units in all is over the cap of 3 units per order" in row.last_error
+
+
+async def test_a_bad_seat_quantity_is_dead_at_once_and_changes_nothing(ent_stack: Stack) -> None:
+    await send_and_wait(ent_stack, "subscription.active", subscription("sub_seats", addons=[(SEAT, 2)]))
+    before = await entitlements(ent_stack, subscription_id="sub_seats")
+    for quantity in [2**31, -1, "3", 2.5]:
+        data = subscription("sub_seats", addons=[(SEAT, 1)])
+        data["addons"][0]["quantity"] = quantity
+        event_id, response = await ent_stack.send("subscription.updated", data)
+        assert response.status_code == 200, response.text
+        row = await ent_stack.wait_status(event_id, "dead", "processed")
+        assert row.status == "dead" and row.attempts == 1, (quantity, row.status)
+        assert row.last_error and f"add-on {SEAT}: quantity {quantity!r}" in row.last_error, row.last_error
+    assert await entitlements(ent_stack, subscription_id="sub_seats") == before

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from worker.entitlements.catalog import Catalog, ProductSpec
 from worker.errors import PermanentError
-from worker.events import Payment
+from worker.events import Payment, Subscription
 
 
 class BadOrder(PermanentError):
@@ -51,3 +51,20 @@ def granted_lines(catalog: Catalog, payment: Payment) -> list[Line]:
         raise BadOrder(f"{about}: {total} units in all is over the cap of {cap} units per order; nothing "
                        "granted (raise max_units_per_order in ENTITLEMENTS_FILE, then `dodo-worker events replay`)")
     return lines
+
+
+def seat_addons(catalog: Catalog, sub: Subscription) -> list[tuple[str, int]]:
+    """The subscription's add-ons that the catalog counts as seats, with their quantities checked
+    like a cart line's (0 is allowed: an add-on taken off); `BadOrder` otherwise, since a seat
+    count of 2^31 would overflow the activations limit on every attempt."""
+    addons: list[tuple[str, int]] = []
+    for addon in sub.addons or []:
+        if addon.addon_id not in catalog.spec.addons:
+            continue
+        quantity, cap = addon.quantity, catalog.spec.max_units_per_line
+        if type(quantity) is not int or not 0 <= quantity <= cap:
+            raise BadOrder(f"subscription {sub.subscription_id}, add-on {addon.addon_id}: quantity {quantity!r} "
+                           f"is not a whole number from 0 to {cap} (max_units_per_line in ENTITLEMENTS_FILE); "
+                           "nothing changed")
+        addons.append((addon.addon_id, quantity))
+    return addons

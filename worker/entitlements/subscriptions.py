@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.entitlements import revocations
+from worker.entitlements.cart import seat_addons
 from worker.entitlements.models import GrantKind, GrantRow, GrantSource, GrantStatus, SubscriptionPaymentRow
 from worker.entitlements.provision import grant_product, owner_of
 from worker.entitlements.service import Grants, Initial
@@ -71,8 +72,7 @@ async def on_subscription(grants: Grants, sub: Subscription, event_type: str, ti
     spec = grants.catalog.product(sub.product_id)
     limit = None
     if spec is not None and spec.license_key is not None and spec.license_key.activations_limit is not None:
-        addons = [(a.addon_id, a.quantity) for a in sub.addons or []]
-        limit = spec.license_key.activations_limit + grants.catalog.seats(addons)
+        limit = spec.license_key.activations_limit + grants.catalog.seats(seat_addons(grants.catalog, sub))
 
     existing = await _grants_of(grants, sub_id)
     _note_stale(grants, sub_id, event_type, at, existing)
