@@ -53,6 +53,7 @@ class WorkerSupervisor:
             stop_wait.cancel()
             if self._stopping.is_set():
                 await stop_gracefully(self.current, self.settings.SHUTDOWN_GRACE_SECONDS)
+                _quiet_about_cut_redis_commands()
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
@@ -98,6 +99,26 @@ class WorkerSupervisor:
         log.info("%s: finishing running jobs (up to %ss), then stopping", sig.name,
                  self.settings.SHUTDOWN_GRACE_SECONDS)
         self.request_stop()
+
+
+def _quiet_about_cut_redis_commands() -> None:
+    """Cancelling arq at a stop can cut a Redis pipeline short (arq checks whether a job runs
+    elsewhere in one); redis-py then closes its connection when the pipeline is collected and
+    reports "Unclosed Pipeline client" through the loop as an ERROR. Nothing is lost (the job was
+    not started), so after a stop such reports are logged at DEBUG; any other goes on as before."""
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+
+    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        message = str(context.get("message", ""))
+        if message.startswith("Unclosed ") and message.endswith(" client") and "exception" not in context:
+            log.debug("after the stop: %s (a Redis command cut short; its connection is closed)", message)
+        elif previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handle)
 
 
 def _lost_connection(settings: Settings, error: BaseException) -> bool:
