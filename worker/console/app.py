@@ -10,16 +10,18 @@ from typing import Any
 from urllib.parse import quote
 
 from litestar import Request, Response, Router, get, post
-from litestar.contrib.jinja import JinjaTemplateEngine
 from litestar.datastructures import Cookie, State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
+from litestar.params import FromPath
+from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 from litestar.types import ControllerRouterHandler
 from sqlalchemy.exc import SQLAlchemyError
 
 from worker.console import audit, auth, csrf
+from worker.console.params import Form, SignedIn, Store
 from worker.console.render import render, see_other
 from worker.console.security import page_headers, secure, static_headers
 from worker.runtime import Runtime
@@ -60,7 +62,7 @@ async def provide_operator(request: Request, state: State) -> auth.Operator:
     return operator
 
 
-async def provide_form(request: Request, operator: auth.Operator) -> dict[str, str]:
+async def provide_form(request: Request, operator: SignedIn) -> dict[str, str]:
     """The POSTed form's text fields, once its CSRF token is checked (CSRFRefused otherwise)."""
     form = await request.form()
     if not csrf.matches(operator.csrf_token, form.get(csrf.FIELD)):
@@ -177,7 +179,7 @@ async def signin(request: Request, state: State) -> Response:
 
 
 @post("/signout", status_code=303)
-async def signout(operator: auth.Operator, form: dict[str, str], db: Any) -> Response:
+async def signout(operator: SignedIn, form: Form, db: Store) -> Response:
     await auth.end_session(db, operator)
     await audit.record(db, operator, "signout")
     response = see_other("/console/signin")
@@ -186,7 +188,7 @@ async def signout(operator: auth.Operator, form: dict[str, str], db: Any) -> Res
 
 
 @get("/{rest:path}")
-async def not_found(request: Request, operator: auth.Operator, rest: str) -> Response:
+async def not_found(request: Request, operator: SignedIn, rest: FromPath[str]) -> Response:
     """Any other console URL: the sign-in redirect without a session, a 404 page with one."""
     return render(request, "error.html", status_code=404, title="Not found", message=f"No console page {rest!r}.")
 

@@ -9,8 +9,8 @@ from litestar.datastructures import State
 from litestar.types import ControllerRouterHandler
 
 from worker.console import stats
-from worker.console.auth import Operator
 from worker.console.chart import bars
+from worker.console.params import SignedIn
 from worker.console.render import render
 
 
@@ -25,7 +25,7 @@ def age(delta: timedelta | None) -> str:
 
 
 @get("/")
-async def overview(request: Request, state: State, operator: Operator) -> Response:
+async def overview(request: Request, state: State, operator: SignedIn) -> Response:
     figures = await stats.overview(state.runtime)
     chart = bars([h.received for h in figures.hours], [h.start.strftime("%H:00") for h in figures.hours],
                  "Webhooks received per hour, last 24 hours (UTC)")
