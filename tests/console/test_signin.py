@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from sqlalchemy import select
 
 from tests.console.conftest import PASSWORD, ConsoleClient
@@ -104,21 +103,23 @@ async def test_changing_the_password_ends_every_session(stack_factory: Any) -> N
         await browser.aclose()
 
 
-async def test_the_cookie_is_secure_behind_a_trusted_https_proxy_only(stack_factory: Any,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    # uvicorn believes X-Forwarded-Proto from FORWARDED_ALLOW_IPS only (default 127.0.0.1, which we are).
-    trusted = await stack_factory(worker=False, CONSOLE_PASSWORD=PASSWORD)
-    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "10.9.9.9")
-    untrusted = await stack_factory(worker=False, CONSOLE_PASSWORD=PASSWORD)
-    for stack, secure in ((trusted, True), (untrusted, False)):
+async def test_the_cookie_is_secure_behind_a_trusted_https_proxy_only(stack_factory: Any) -> None:
+    # X-Forwarded-Proto (and -For) are believed from TRUSTED_PROXIES only, as for the licence routes;
+    # the test's client, at 127.0.0.1, plays the proxy.
+    trusted = await stack_factory(worker=False, CONSOLE_PASSWORD=PASSWORD, TRUSTED_PROXIES="127.0.0.1")
+    untrusted = await stack_factory(worker=False, CONSOLE_PASSWORD=PASSWORD, TRUSTED_PROXIES="10.9.9.9")
+    for stack, secure, client, name in ((trusted, True, "203.0.113.7", "Ann"), (untrusted, False, "127.0.0.1", "Bob")):
         browser = ConsoleClient(stack)
-        browser.http.headers["x-forwarded-proto"] = "https"
+        browser.http.headers.update({"x-forwarded-proto": "https", "x-forwarded-for": "203.0.113.7"})
         try:
             token = await browser.csrf("/console/signin")
             # Sent by hand: httpx (rightly) keeps a Secure cookie off this plain-http connection.
             answer = await browser.http.post("/console/signin", cookies={SIGNIN_COOKIE: token}, data={
-                "csrf_token": token, "operator": "Ann", "password": PASSWORD})
+                "csrf_token": token, "operator": name, "password": PASSWORD})
             assert answer.status_code == 303
             assert ("secure" in answer.headers["set-cookie"].lower()) is secure
         finally:
             await browser.aclose()
+        async with stack.db.sessions() as session:
+            [signin] = await session.scalars(select(ConsoleAuditRow.client).where(ConsoleAuditRow.operator == name))
+        assert signin == client  # the address the audit trail records

@@ -132,7 +132,7 @@ def _signin_page(request: Request, status_code: int = 200, error: str | None = N
     response = render(request, "signin.html", status_code=status_code, headers=headers, csrf_token=token,
                       error=error, name=name, next=_safe_next(request.query_params.get("next")))
     response.cookies.append(Cookie(key=csrf.SIGNIN_COOKIE, value=token, path="/console/signin", httponly=True,
-                                   samesite="strict", secure=auth.is_https(request)))
+                                   samesite="strict", secure=auth.is_https(request, request.app.state.settings)))
     return response
 
 
@@ -148,7 +148,7 @@ async def signin(request: Request, state: State) -> Response:
     settings: Settings = state.settings
     if settings.CONSOLE_PASSWORD is None:
         raise ConsoleDisabled
-    client = auth.client_address(request)
+    client = auth.client_address(request, settings)
     limiter = _limiter(request, settings)
     wait = limiter.retry_after(client)
     if wait is not None:
@@ -173,7 +173,7 @@ async def signin(request: Request, state: State) -> Response:
     await audit.record(runtime.db, operator, "signin")
     response = see_other(_safe_next(form.get("next")))
     response.cookies.append(Cookie(key=auth.COOKIE, value=token, path="/console", httponly=True, samesite="lax",
-                                   secure=auth.is_https(request),
+                                   secure=auth.is_https(request, settings),
                                    max_age=int(settings.CONSOLE_SESSION_SECONDS)))
     return response
 
