@@ -76,8 +76,8 @@ async def test_the_overview_counts_events_by_status_and_draws_the_hours(stack_fa
         page = await browser.get("/console")
         assert page.status_code == 200
         assert '<a href="/console/events?status=dead">1</a>' in page.text
-        assert "<svg" in page.text and "Webhooks received per hour" in page.text
-        assert ": 1</title></rect>" in page.text  # this hour's bar holds the event
+        assert "<svg" in page.text and "Webhooks received and rejected per hour" in page.text
+        assert ": 1 received</title></rect>" in page.text  # this hour's bar holds the event
         assert "No reconciliation run yet." in page.text and "No hook delivery is failing." in page.text
     finally:
         await browser.aclose()
