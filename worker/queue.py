@@ -6,13 +6,14 @@ import asyncio
 import json
 import logging
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from arq.connections import ArqRedis, RedisSettings
-from arq.constants import job_key_prefix, result_key_prefix
+from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job as arq_serialize_job
 from arq.utils import timestamp_ms
-from redis.asyncio import ConnectionPool
+from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import RedisError
 
 PROCESS_EVENT = "process_event"  # one event: the sweeper, `events replay` and retries
@@ -144,3 +145,50 @@ async def _enqueue_jobs(redis: ArqRedis, queue_name: str, jobs: list[tuple[str, 
             log.warning("could not enqueue %d event(s): %s", events, type(exc).__name__)
             return False
     return True
+
+
+# The queue as the console shows it. arq keeps every job in the queue's sorted set, scored by
+# when it may run, from enqueue until it finishes: a running job (arq's in-progress key is set)
+# and one deferred (a retry, the next cron run) are in it too. So ZCARD (/metrics'
+# `dodo_queue_depth`) is split here into waiting (due, not started), running and scheduled, and
+# the oldest waiting age is taken from the same jobs: how long the longest-due waiting job is due.
+# Running jobs are looked for among the first STATE_SCAN due jobs (arq starts the lowest scores).
+STATE_SCAN = 1000
+_STATE_SCRIPT = """
+local now = tonumber(ARGV[1])
+local total = redis.call('ZCARD', KEYS[1])
+local due = redis.call('ZCOUNT', KEYS[1], '-inf', now)
+local running, oldest = 0, ''
+local jobs = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[3]))
+for i = 1, #jobs, 2 do
+  if redis.call('EXISTS', ARGV[2] .. jobs[i]) == 1 then
+    running = running + 1
+  elseif oldest == '' then
+    oldest = jobs[i + 1]
+  end
+end
+return {total, due, running, oldest}
+"""
+
+
+@dataclass(frozen=True)
+class QueueState:
+    waiting: int  # due and not started
+    running: int
+    scheduled: int  # to run later: retries' back-off, cron jobs' next run
+    oldest_waiting_seconds: float | None  # None: none waiting
+
+    @property
+    def depth(self) -> int:
+        """Every job in the queue, as `dodo_queue_depth` counts them."""
+        return self.waiting + self.running + self.scheduled
+
+
+async def queue_state(redis: Redis, queue_name: str) -> QueueState:
+    now = timestamp_ms()
+    total, due, running, oldest = await redis.eval(  # type: ignore[misc]
+        _STATE_SCRIPT, 1, queue_name, str(now), in_progress_key_prefix, str(STATE_SCAN))
+    oldest_text = oldest.decode() if isinstance(oldest, bytes) else str(oldest)
+    waiting = max(0, int(due) - int(running))
+    age = max(0.0, (now - float(oldest_text)) / 1000) if oldest_text and waiting else None
+    return QueueState(waiting, int(running), int(total) - int(due), age)

@@ -1,5 +1,5 @@
 """The outside check of the console, in Chromium: no session shows no event, a wrong password does
-not get in and the right one does; the events page lists a processed and a dead event; the dead
+not get in and the right one does, to the page asked for; the events page lists a processed and a dead event; the dead
 one's page shows "dead" and its error, refuses its Replay form without the CSRF token, and
 "Replay" after the fix processes it; "Replay all dead" replays every dead event."""
 
@@ -19,19 +19,21 @@ async def test_without_a_session_no_event_shows_and_only_the_right_password_gets
     await console.wait_status(event_id, "processed")
     page = anonymous_page
 
-    await page.goto(console.url("/console/events"))
+    await page.goto(console.url(f"/console/events/{event_id}"))  # e.g. a link in an alert
     assert "/console/signin" in page.url
     await expect(page.get_by_role("button", name="Sign in")).to_be_visible()
-    assert event_id not in await page.content()
+    assert event_id not in await page.locator("body").inner_text()  # only the form's `next` holds it
 
     await sign_in(page, console, password="not the password")
     await expect(page.get_by_role("alert")).to_be_visible()
     assert "/console/signin" in page.url
-    assert event_id not in await page.content()
+    assert event_id not in await page.locator("body").inner_text()
 
+    # The right password, after a wrong one, still lands on the page that was asked for.
     await sign_in(page, console)
-    await page.wait_for_url(lambda url: "/console/signin" not in url)
-    await page.goto(console.url("/console/events"))
+    await page.wait_for_url(f"**/console/events/{event_id}")
+    await expect(page.get_by_role("heading", name=event_id)).to_be_visible()
+    await page.get_by_role("link", name="← Events").click()
     await expect(page.get_by_role("link", name=event_id)).to_be_visible()
 
 

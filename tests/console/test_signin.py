@@ -3,6 +3,8 @@ cookie's attributes, expiry, sign-out and a password change ending sessions."""
 
 from __future__ import annotations
 
+import html
+import re
 from typing import Any
 
 import pytest
@@ -104,21 +106,65 @@ async def test_changing_the_password_ends_every_session(stack_factory: Any) -> N
         await browser.aclose()
 
 
-async def test_the_cookie_is_secure_behind_a_trusted_https_proxy_only(stack_factory: Any,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    # uvicorn believes X-Forwarded-Proto from FORWARDED_ALLOW_IPS only (default 127.0.0.1, which we are).
-    trusted = await stack_factory(worker=False, CONSOLE_PASSWORD=PASSWORD)
-    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "10.9.9.9")
-    untrusted = await stack_factory(worker=False, CONSOLE_PASSWORD=PASSWORD)
-    for stack, secure in ((trusted, True), (untrusted, False)):
+async def test_the_cookie_is_secure_behind_a_trusted_https_proxy_only(stack_factory: Any) -> None:
+    # X-Forwarded-Proto (and -For) are believed from TRUSTED_PROXIES only, as for the licence routes;
+    # the test's client, at 127.0.0.1, plays the proxy.
+    trusted = await stack_factory(worker=False, CONSOLE_PASSWORD=PASSWORD, TRUSTED_PROXIES="127.0.0.1")
+    untrusted = await stack_factory(worker=False, CONSOLE_PASSWORD=PASSWORD, TRUSTED_PROXIES="10.9.9.9")
+    for stack, secure, client, name in ((trusted, True, "203.0.113.7", "Ann"), (untrusted, False, "127.0.0.1", "Bob")):
         browser = ConsoleClient(stack)
-        browser.http.headers["x-forwarded-proto"] = "https"
+        browser.http.headers.update({"x-forwarded-proto": "https", "x-forwarded-for": "203.0.113.7"})
         try:
             token = await browser.csrf("/console/signin")
             # Sent by hand: httpx (rightly) keeps a Secure cookie off this plain-http connection.
             answer = await browser.http.post("/console/signin", cookies={SIGNIN_COOKIE: token}, data={
-                "csrf_token": token, "operator": "Ann", "password": PASSWORD})
+                "csrf_token": token, "operator": name, "password": PASSWORD})
             assert answer.status_code == 303
             assert ("secure" in answer.headers["set-cookie"].lower()) is secure
         finally:
             await browser.aclose()
+        async with stack.db.sessions() as session:
+            [signin] = await session.scalars(select(ConsoleAuditRow.client).where(ConsoleAuditRow.operator == name))
+        assert signin == client  # the address the audit trail records
+
+
+def _next_field(page: str) -> str:
+    found = re.search(r'name="next" value="([^"]*)"', page)
+    assert found is not None, "no next field on the sign-in page"
+    return html.unescape(found.group(1))
+
+
+async def test_a_wrong_password_keeps_where_the_operator_was_going(browser: ConsoleClient) -> None:
+    """As a browser does: follow the redirect to the sign-in page, post its form (with its hidden
+    `next`) with a wrong password, then post the form that answer shows with the right one."""
+    asked = "/console/events/evt_42?tab=history&x=%22"
+    redirect = await browser.get(asked)
+    assert redirect.status_code == 303
+    form = await browser.get(redirect.headers["location"])
+    assert _next_field(form.text) == asked
+
+    for attempt in ("not it", "still not it"):
+        token = await browser.csrf("/console/signin")
+        wrong = await browser.http.post("/console/signin", data={
+            "csrf_token": token, "operator": "Ann", "password": attempt, "next": _next_field(form.text)})
+        assert wrong.status_code == 401
+        form = wrong
+    assert _next_field(form.text) == asked
+
+    right = await browser.http.post("/console/signin", data={
+        "csrf_token": await browser.csrf("/console/signin"), "operator": "Ann", "password": PASSWORD,
+        "next": _next_field(form.text)})
+    assert right.status_code == 303 and right.headers["location"] == asked
+
+
+@pytest.mark.parametrize("elsewhere", ["//evil.example/console", "https://evil.example/console",
+                                       "/console\\\\evil.example", "/consoleevil", "/console/\r\nSet-Cookie: x=1",
+                                       "javascript:alert(1)", "/\t/evil.example"])
+async def test_next_is_only_ever_a_console_path_even_after_a_wrong_password(browser: ConsoleClient,
+                                                                         elsewhere: str) -> None:
+    token = await browser.csrf("/console/signin")
+    wrong = await browser.http.post("/console/signin", data={
+        "csrf_token": token, "operator": "Ann", "password": "no", "next": elsewhere})
+    assert wrong.status_code == 401 and _next_field(wrong.text) == "/console"
+    right = await browser.sign_in(next_path=elsewhere)
+    assert right.headers["location"] == "/console"

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from worker.windows import FixedWindows
+
 _OPEN = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('HINCRBY', KEYS[1], 'seen', 1)
@@ -94,24 +96,18 @@ class RejectionWindow:
     window (a burst across a window's edge still counts whole)."""
 
     def __init__(self, redis: Redis, queue_name: str, window_seconds: int) -> None:
-        self.redis, self.window = redis, window_seconds
-        self.prefix = f"{queue_name}:alerts:rejections"
+        self.window = window_seconds
+        self.counts = FixedWindows(redis, f"{queue_name}:alerts:rejections", window_seconds, 2 * window_seconds + 5)
 
     async def add(self, count: int, now: float | None = None) -> float:
         now = time.time() if now is None else now
-        index = int(now // self.window)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.incrby(f"{self.prefix}:{index}", count)
-            pipe.expire(f"{self.prefix}:{index}", 2 * self.window + 5)
-            pipe.get(f"{self.prefix}:{index - 1}")
-            current, _, previous = await pipe.execute()
-        return _estimate(int(current), int(previous or 0), now, self.window)
+        current, previous = await self.counts.add(count, now)
+        return _estimate(current, previous, now, self.window)
 
     async def rate(self, now: float | None = None) -> float:
         now = time.time() if now is None else now
-        index = int(now // self.window)
-        current, previous = await self.redis.mget(f"{self.prefix}:{index}", f"{self.prefix}:{index - 1}")
-        return _estimate(int(current or 0), int(previous or 0), now, self.window)
+        previous, current = await self.counts.last(2, now)
+        return _estimate(current, previous, now, self.window)
 
 
 def _estimate(current: int, previous: int, now: float, window: int) -> float:

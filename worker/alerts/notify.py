@@ -20,6 +20,7 @@ import httpx
 
 from worker.alerts.incidents import Incidents, RejectionWindow
 from worker.runtime import Runtime
+from worker.windows import rejected_per_hour
 
 if TYPE_CHECKING:
     from worker.entitlements.delivery import Claimed
@@ -47,10 +48,12 @@ class Alerter:
         self.url = settings.ALERT_WEBHOOK_URL.get_secret_value() if settings.ALERT_WEBHOOK_URL else None
         self.incidents = Incidents(runtime.redis, settings.QUEUE_NAME, int(settings.ALERT_REPEAT_HOURS * 3600))
         self.rejections = RejectionWindow(runtime.redis, settings.QUEUE_NAME, settings.ALERT_REJECTIONS_WINDOW_SECONDS)
+        self.rejected_per_hour = rejected_per_hour(runtime.redis, settings.QUEUE_NAME)
         self.tasks: set[asyncio.Task[Any]] = set()
         self._client: httpx.AsyncClient | None = None
         self._failing = False
-        self._refused = 0
+        self._refused = 0  # since the last addition to Redis, any reason
+        self._bad_signatures = 0
         self._refusals: asyncio.Task[None] | None = None
 
     @property
@@ -97,17 +100,23 @@ class Alerter:
             log.warning("alert not delivered to %s: %s (further failures are only counted in "
                         "dodo_alerts_total{result=\"failed\"})", urlsplit(self.url).hostname, problem)
 
-    def refused(self) -> None:
-        """A bad-signature refusal: counted here, added to Redis by one task at a time."""
+    def refused(self, bad_signature: bool) -> None:
+        """A refused webhook: counted here, added to Redis by one task at a time (a flood of junk
+        costs one round trip at a time): to the hour's count (the console's chart) always, to
+        the signature alert's window when alerts are on."""
         self._refused += 1
+        self._bad_signatures += bad_signature and self.enabled
         if self._refusals is None or self._refusals.done():
             self._refusals = asyncio.get_running_loop().create_task(self._guarded(self._count_refusals()))
 
     async def _count_refusals(self) -> None:
         settings = self.runtime.settings
         while self._refused:
-            count, self._refused = self._refused, 0
-            rate = await self.rejections.add(count)
+            count, signatures, self._refused, self._bad_signatures = self._refused, self._bad_signatures, 0, 0
+            await self.rejected_per_hour.add(count)
+            if not signatures:
+                continue
+            rate = await self.rejections.add(signatures)
             if rate >= settings.ALERT_REJECTIONS_THRESHOLD:
                 await self.raise_once("signatures", "", partial(_signatures_text, settings, rate))
 
@@ -229,8 +238,5 @@ async def _scan_done(alerts: Alerter, report: Any) -> None:
 
 
 def webhook_refused(runtime: Runtime, reason: str) -> None:
-    """The receiver refused a webhook; bad signatures are counted towards the spike alert."""
-    if reason == "signature":
-        alerts = alerter(runtime)
-        if alerts.enabled:
-            alerts.refused()
+    """The receiver refused a webhook: counted per hour, and bad signatures towards the spike alert."""
+    alerter(runtime).refused(reason == "signature")

@@ -8,18 +8,20 @@ includes; paths in them are relative to /console)::
 
     from litestar import Request, Response, get, post
     from litestar.exceptions import NotFoundException
+    from litestar.params import FromPath
     from litestar.types import ControllerRouterHandler
 
     from worker.console import audit
-    from worker.console.auth import Operator
+    from worker.console.params import Form, SignedIn, Store
     from worker.console.render import render, see_other
-    from worker.store import Database
 
     @get("/grants")
-    async def grants_page(request: Request, operator: Operator, db: Database) -> Response:
-        # Asking for `operator` requires a session: without one the router answers 303 to
-        # /console/signin?next=<this URL> (and the "how to enable" page when the console is off),
-        # before your code runs. `operator.name` / `operator.client` are who and from where.
+    async def grants_page(request: Request, operator: SignedIn, db: Store) -> Response:
+        # Dependencies are asked for by name and marked so (worker/console/params.py; unmarked
+        # ones are deprecated since Litestar 2.23), path and query parameters with FromPath /
+        # FromQuery. Asking for `operator` requires a session: without one the router answers
+        # 303 to /console/signin?next=<this URL> (and the "how to enable" page when the console
+        # is off), before your code runs. `operator.name` / `operator.client` are who and from where.
         async with db.sessions() as session:
             rows = ...
         # render() fills in what base.html needs (nav, operator, `csrf_token`, `csrf_field`) and
@@ -29,8 +31,8 @@ includes; paths in them are relative to /console)::
         return render(request, "grants.html", title="Grants", rows=rows)
 
     @post("/grants/{grant_id:int}/revoke")
-    async def revoke(request: Request, operator: Operator, form: dict[str, str], db: Database,
-                     grant_id: int) -> Response:
+    async def revoke(request: Request, operator: SignedIn, form: Form, db: Store,
+                     grant_id: FromPath[int]) -> Response:
         # Asking for `form` checks the CSRF token first: a POST without the right `csrf_token`
         # field is answered 403 (error page) and your code never runs. `form` holds the other
         # text fields. Every form in a template carries the token with {{ csrf_field }}:

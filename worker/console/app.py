@@ -10,16 +10,18 @@ from typing import Any
 from urllib.parse import quote
 
 from litestar import Request, Response, Router, get, post
-from litestar.contrib.jinja import JinjaTemplateEngine
 from litestar.datastructures import Cookie, State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
+from litestar.params import FromPath
+from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 from litestar.types import ControllerRouterHandler
 from sqlalchemy.exc import SQLAlchemyError
 
 from worker.console import audit, auth, csrf
+from worker.console.params import Form, SignedIn, Store
 from worker.console.render import render, see_other
 from worker.console.security import page_headers, secure, static_headers
 from worker.runtime import Runtime
@@ -60,7 +62,7 @@ async def provide_operator(request: Request, state: State) -> auth.Operator:
     return operator
 
 
-async def provide_form(request: Request, operator: auth.Operator) -> dict[str, str]:
+async def provide_form(request: Request, operator: SignedIn) -> dict[str, str]:
     """The POSTed form's text fields, once its CSRF token is checked (CSRFRefused otherwise)."""
     form = await request.form()
     if not csrf.matches(operator.csrf_token, form.get(csrf.FIELD)):
@@ -109,11 +111,16 @@ EXCEPTION_HANDLERS: Any = {
 
 # --- sign-in and sign-out ---------------------------------------------------------------------------
 
+MAX_NEXT = 2000
+
+
 def _safe_next(raw: object) -> str:
-    """Only a console path (never another site: `//evil` or `https://...`)."""
-    if isinstance(raw, str) and raw.startswith("/console") and not raw.startswith("//") and "\\" not in raw:
-        return raw
-    return "/console"
+    """Where to go after signing in: a console path of this site only (never another site such as
+    `//evil`, `https://...` or `/console\\..`, nor a control character), else /console."""
+    if not isinstance(raw, str) or len(raw) > MAX_NEXT or "\\" in raw:
+        return "/console"
+    console_path = raw == "/console" or raw.startswith(("/console/", "/console?"))
+    return raw if console_path and raw.isprintable() else "/console"
 
 
 def _limiter(request: Request, settings: Settings) -> auth.SignInLimiter:
@@ -125,12 +132,15 @@ def _limiter(request: Request, settings: Settings) -> auth.SignInLimiter:
 
 
 def _signin_page(request: Request, status_code: int = 200, error: str | None = None, name: str = "",
-                 headers: dict[str, str] | None = None) -> Response:
+                 headers: dict[str, str] | None = None, next_path: object = None) -> Response:
+    """The sign-in form; `next_path` (the POSTed form's `next`, else the query's) is kept in it, so
+    a wrong password does not lose where the operator was going."""
     token = request.cookies.get(csrf.SIGNIN_COOKIE) or csrf.new_signin_token()
+    target = _safe_next(next_path if next_path is not None else request.query_params.get("next"))
     response = render(request, "signin.html", status_code=status_code, headers=headers, csrf_token=token,
-                      error=error, name=name, next=_safe_next(request.query_params.get("next")))
+                      error=error, name=name, next=target)
     response.cookies.append(Cookie(key=csrf.SIGNIN_COOKIE, value=token, path="/console/signin", httponly=True,
-                                   samesite="strict", secure=auth.is_https(request)))
+                                   samesite="strict", secure=auth.is_https(request, request.app.state.settings)))
     return response
 
 
@@ -146,38 +156,40 @@ async def signin(request: Request, state: State) -> Response:
     settings: Settings = state.settings
     if settings.CONSOLE_PASSWORD is None:
         raise ConsoleDisabled
-    client = auth.client_address(request)
+    client = auth.client_address(request, settings)
     limiter = _limiter(request, settings)
+    form = await request.form()
+    next_path = form.get("next")
     wait = limiter.retry_after(client)
     if wait is not None:
         return _signin_page(request, 429, f"Too many failed sign-ins from {client}: try again in {wait} s.",
-                            headers={"Retry-After": str(wait)})
-    form = await request.form()
+                            headers={"Retry-After": str(wait)}, next_path=next_path)
     expected = request.cookies.get(csrf.SIGNIN_COOKIE)
     if expected is None or not csrf.matches(expected, form.get(csrf.FIELD)):
         raise CSRFRefused
     name = auth.clean_name(form.get("operator"))
     password = form.get("password")
     if name is None:
-        return _signin_page(request, 400, "Give your name (up to 64 characters): it goes in the audit trail.")
+        return _signin_page(request, 400, "Give your name (up to 64 characters): it goes in the audit trail.",
+                            next_path=next_path)
     runtime: Runtime = state.runtime
     if not isinstance(password, str) or not auth.password_matches(settings, password):
         limiter.failed(client)
         await asyncio.sleep(settings.CONSOLE_SIGNIN_FAIL_DELAY_SECONDS)
         await audit.record(runtime.db, auth.Operator(name, client, "", ""), "signin.failed")
-        return _signin_page(request, 401, "Wrong password.", name=name)
+        return _signin_page(request, 401, "Wrong password.", name=name, next_path=next_path)
     limiter.succeeded(client)
     token, operator = await auth.start_session(runtime.db, settings, name, client)
     await audit.record(runtime.db, operator, "signin")
-    response = see_other(_safe_next(form.get("next")))
+    response = see_other(_safe_next(next_path))
     response.cookies.append(Cookie(key=auth.COOKIE, value=token, path="/console", httponly=True, samesite="lax",
-                                   secure=auth.is_https(request),
+                                   secure=auth.is_https(request, settings),
                                    max_age=int(settings.CONSOLE_SESSION_SECONDS)))
     return response
 
 
 @post("/signout", status_code=303)
-async def signout(operator: auth.Operator, form: dict[str, str], db: Any) -> Response:
+async def signout(operator: SignedIn, form: Form, db: Store) -> Response:
     await auth.end_session(db, operator)
     await audit.record(db, operator, "signout")
     response = see_other("/console/signin")
@@ -186,7 +198,7 @@ async def signout(operator: auth.Operator, form: dict[str, str], db: Any) -> Res
 
 
 @get("/{rest:path}")
-async def not_found(request: Request, operator: auth.Operator, rest: str) -> Response:
+async def not_found(request: Request, operator: SignedIn, rest: FromPath[str]) -> Response:
     """Any other console URL: the sign-in redirect without a session, a 404 page with one."""
     return render(request, "error.html", status_code=404, title="Not found", message=f"No console page {rest!r}.")
 

@@ -24,6 +24,7 @@ from worker.console import csrf
 from worker.console.models import ConsoleSessionRow
 from worker.settings import Settings
 from worker.store import Database
+from worker.web import clients
 
 COOKIE = "dodo_console"
 MAX_NAME = 64
@@ -55,17 +56,17 @@ def clean_name(raw: object) -> str | None:
     return name if 0 < len(name) <= MAX_NAME and name.isprintable() else None
 
 
-def client_address(request: Request) -> str:
-    """The client's address. Behind a reverse proxy, uvicorn has already put the address from
-    X-Forwarded-For here, but only when the proxy is one it trusts (FORWARDED_ALLOW_IPS, by default
-    127.0.0.1): from anyone else the header is ignored, so a client cannot choose its address."""
-    return (request.client.host if request.client is not None else "unknown")[:64]
+def client_address(request: Request, settings: Settings) -> str:
+    """The client's address: the socket peer, or behind a reverse proxy listed in TRUSTED_PROXIES
+    the address it got the request from (X-Forwarded-For from anyone else is ignored, so a client
+    cannot choose its address); worker/web/clients.py, as for the licence routes."""
+    return (clients.client_address(request, settings.trusted_proxies) or "unknown")[:64]
 
 
-def is_https(request: Request) -> bool:
-    """Whether the browser talks https to us (the cookie is then `Secure`): the request's scheme,
-    which uvicorn takes from X-Forwarded-Proto of a trusted proxy (FORWARDED_ALLOW_IPS) only."""
-    return request.url.scheme == "https"
+def is_https(request: Request, settings: Settings) -> bool:
+    """Whether the browser talks https to us (the cookie is then `Secure`): the connection's
+    scheme, or X-Forwarded-Proto from a proxy in TRUSTED_PROXIES only."""
+    return clients.scheme(request, settings.trusted_proxies) == "https"
 
 
 def _session_id(token: str) -> str:

@@ -13,12 +13,14 @@ from urllib.parse import urlencode
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
 from litestar.exceptions import NotFoundException
+from litestar.params import FromPath
 from litestar.types import ControllerRouterHandler
 
 from worker import queue
 from worker.console import audit
 from worker.console.auth import Operator
 from worker.console.find_events import event_types, find_events, grant_changes
+from worker.console.params import Form, SignedIn
 from worker.console.render import render, see_other
 from worker.runtime import Runtime
 from worker.store import EventStatus, inbox
@@ -38,7 +40,7 @@ def _page_number(raw: str | None) -> int:
 
 
 @get("/events")
-async def events_page(request: Request, state: State, operator: Operator) -> Response:
+async def events_page(request: Request, state: State, operator: SignedIn) -> Response:
     params = request.query_params
     status = params.get("status") or None
     status = status if status in EventStatus.ALL else None
@@ -71,7 +73,7 @@ def _pretty(body: str) -> str:
 
 
 @get("/events/{event_id:str}")
-async def event_page(request: Request, state: State, operator: Operator, event_id: str) -> Response:
+async def event_page(request: Request, state: State, operator: SignedIn, event_id: FromPath[str]) -> Response:
     runtime: Runtime = state.runtime
     async with runtime.db.sessions() as session:
         detail = await inbox.event_detail(session, event_id)
@@ -95,7 +97,7 @@ async def _replay(state: State, operator: Operator, event_ids: list[str], action
 
 
 @post("/events/{event_id:str}/replay", status_code=303)
-async def replay_event(state: State, operator: Operator, form: dict[str, str], event_id: str) -> Response:
+async def replay_event(state: State, operator: SignedIn, form: Form, event_id: FromPath[str]) -> Response:
     done = await _replay(state, operator, [event_id], "event.replay")
     if done.missing:
         raise NotFoundException(f"No event {event_id!r}.")
@@ -104,7 +106,7 @@ async def replay_event(state: State, operator: Operator, form: dict[str, str], e
 
 
 @post("/events/replay-dead", status_code=303)
-async def replay_dead(state: State, operator: Operator, form: dict[str, str]) -> Response:
+async def replay_dead(state: State, operator: SignedIn, form: Form) -> Response:
     runtime: Runtime = state.runtime
     async with runtime.db.sessions() as session:
         ids = await inbox.dead_event_ids(session)

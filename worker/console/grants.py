@@ -13,11 +13,13 @@ from typing import Any
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
+from litestar.params import FromPath, FromQuery
 from litestar.types import ControllerRouterHandler
 
 from worker.cli.hooks import delivery_summary
 from worker.console import audit
 from worker.console.auth import Operator
+from worker.console.params import Form, SignedIn, Store
 from worker.console.queries_grants import MAX_QUERY, Search, grant_page, search_grants
 from worker.console.render import render, see_other
 from worker.entitlements import outbox
@@ -39,8 +41,9 @@ def actor_of(operator: Operator) -> Actor:
 
 
 @get("/grants")
-async def grants_list(request: Request, operator: Operator, db: Any, q: str = "", status: str = "",
-                      kind: str = "", page: int = 1) -> Response[Any]:
+async def grants_list(request: Request, operator: SignedIn, db: Store, q: FromQuery[str] = "",
+                      status: FromQuery[str] = "", kind: FromQuery[str] = "",
+                      page: FromQuery[int] = 1) -> Response[Any]:
     if status and status not in GrantStatus.ALL:
         raise HTTPException(status_code=400, detail=f"status must be one of {', '.join(GrantStatus.ALL)}")
     if kind and kind not in GrantKind.ALL:
@@ -56,7 +59,8 @@ async def grants_list(request: Request, operator: Operator, db: Any, q: str = ""
 
 
 @get("/grants/{grant_id:str}")
-async def grant_detail(request: Request, operator: Operator, state: State, db: Any, grant_id: str) -> Response[Any]:
+async def grant_detail(request: Request, operator: SignedIn, state: State, db: Store,
+                       grant_id: FromPath[str]) -> Response[Any]:
     settings: Settings = state.settings
     async with db.sessions() as session:
         found = await grant_page(session, grant_id)
@@ -99,18 +103,18 @@ async def _change(state: State, db: Any, operator: Operator, grant_id: str, acti
 
 
 @post("/grants/{grant_id:str}/revoke")
-async def revoke(state: State, db: Any, operator: Operator, form: dict[str, str], grant_id: str) -> Response[Any]:
+async def revoke(state: State, db: Store, operator: SignedIn, form: Form, grant_id: FromPath[str]) -> Response[Any]:
     return await _change(state, db, operator, grant_id, "revoke", _reason(form, required=True))
 
 
 @post("/grants/{grant_id:str}/restore")
-async def restore(state: State, db: Any, operator: Operator, form: dict[str, str], grant_id: str) -> Response[Any]:
+async def restore(state: State, db: Store, operator: SignedIn, form: Form, grant_id: FromPath[str]) -> Response[Any]:
     return await _change(state, db, operator, grant_id, "restore", _reason(form, required=False))
 
 
 @post("/grants/{grant_id:str}/activations/{activation_id:str}/deactivate")
-async def deactivate(request: Request, state: State, db: Any, operator: Operator, form: dict[str, str],
-                     grant_id: str, activation_id: str) -> Response[Any]:
+async def deactivate(request: Request, state: State, db: Store, operator: SignedIn, form: Form,
+                     grant_id: FromPath[str], activation_id: FromPath[str]) -> Response[Any]:
     """Free a seat as the licence API does (a Dodo-issued key at Dodo first)."""
     async with db.sessions() as session:
         grant = await session.get(GrantRow, grant_id)

@@ -7,12 +7,13 @@ from typing import Any
 
 from litestar import Request, Response, get, post
 from litestar.exceptions import HTTPException
+from litestar.params import FromPath, FromQuery
 from litestar.types import ControllerRouterHandler
 from sqlalchemy import func, select
 
 from worker.cli.hooks import STATUSES, delivery_summary
 from worker.console import audit
-from worker.console.auth import Operator
+from worker.console.params import Form, SignedIn, Store
 from worker.console.render import render, see_other
 from worker.entitlements import outbox
 from worker.entitlements.models import DeliveryRow
@@ -21,7 +22,8 @@ PER_PAGE = 50
 
 
 @get("/hooks")
-async def hooks_list(request: Request, operator: Operator, db: Any, status: str = "", page: int = 1) -> Response[Any]:
+async def hooks_list(request: Request, operator: SignedIn, db: Store, status: FromQuery[str] = "",
+                     page: FromQuery[int] = 1) -> Response[Any]:
     if status and status not in STATUSES:
         raise HTTPException(status_code=400, detail=f"status must be one of {', '.join(STATUSES)}")
     if page < 1 or page > 10_000:
@@ -48,7 +50,7 @@ def _back(form: dict[str, str]) -> str:
 
 
 @post("/hooks/{delivery_id:str}/retry")
-async def retry(db: Any, operator: Operator, form: dict[str, str], delivery_id: str) -> Response[Any]:
+async def retry(db: Store, operator: SignedIn, form: Form, delivery_id: FromPath[str]) -> Response[Any]:
     async with db.sessions() as session, session.begin():
         retried = await outbox.retry(session, [delivery_id])
         if not retried:

@@ -18,11 +18,12 @@ from typing import Any
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
+from litestar.params import FromQuery
 from litestar.types import ControllerRouterHandler
 
 from integrations.dodo import DodoAPIError, DodoReader, create_client
 from worker.console import audit
-from worker.console.auth import Operator
+from worker.console.params import Form, SignedIn
 from worker.console.render import render, see_other
 from worker.reconcile import state as run_state
 from worker.reconcile.job import RESOURCE, SETTLE, Reconciler, attach
@@ -110,7 +111,8 @@ def _summary(text: str | None) -> dict[str, Any]:
 
 
 @get(["/reconcile", "/reconciliation"])
-async def reconcile_page(request: Request, operator: Operator, state: State, outcome: str = "") -> Response[Any]:
+async def reconcile_page(request: Request, operator: SignedIn, state: State,
+                         outcome: FromQuery[str] = "") -> Response[Any]:
     runtime: Runtime = state.runtime
     runs = await run_state.recent_runs(runtime.db, limit=20)
     return render(request, "reconcile.html", runs=[(run, _summary(run.summary)) for run in runs],
@@ -134,7 +136,7 @@ def _enabled(state: State) -> tuple[Runtime, Reconciler]:
 
 
 @post("/reconcile/run")
-async def run_now(state: State, operator: Operator, form: dict[str, str]) -> Response[Any]:
+async def run_now(state: State, operator: SignedIn, form: Form) -> Response[Any]:
     runtime, found = _enabled(state)
     outcome = await found.start(TRIGGER)
     await audit.record(runtime.db, operator, "reconcile.run", "", outcome)
@@ -142,7 +144,7 @@ async def run_now(state: State, operator: Operator, form: dict[str, str]) -> Res
 
 
 @post("/reconcile/dry-run")
-async def dry_run(state: State, operator: Operator, form: dict[str, str]) -> Response[Any]:
+async def dry_run(state: State, operator: SignedIn, form: Form) -> Response[Any]:
     runtime, _ = _enabled(state)  # makes the Dodo client the dry run reads through
     run = dry_runs(runtime).start(runtime, operator.name)
     await audit.record(runtime.db, operator, "reconcile.dry_run", "", f"dry run {run.id}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
+from litestar.params import FromPath
 from litestar.types import ControllerRouterHandler
 
 from worker import queue
@@ -55,7 +56,7 @@ async def list_events(request: Request, state: State) -> Response[bytes]:
 
 
 @get("/v1/events/{event_id:str}", exception_handlers=STORE_ERRORS)
-async def show_event(request: Request, state: State, event_id: str) -> Response[bytes]:
+async def show_event(request: Request, state: State, event_id: FromPath[str]) -> Response[bytes]:
     denied = check_bearer(request, state.settings)
     if denied is not None:
         return denied
@@ -66,7 +67,7 @@ async def show_event(request: Request, state: State, event_id: str) -> Response[
 
 
 @post("/v1/events/{event_id:str}/replay", exception_handlers=STORE_ERRORS, status_code=200)
-async def replay_event(request: Request, state: State, event_id: str) -> Response[bytes]:
+async def replay_event(request: Request, state: State, event_id: FromPath[str]) -> Response[bytes]:
     """As `events replay ID --json`: 404 for no such event, 409 while a worker is processing it."""
     denied = check_bearer(request, state.settings)
     if denied is not None:

@@ -28,6 +28,7 @@ from urllib.parse import quote
 import anyio
 from litestar import HttpMethod, Request, Response, route
 from litestar.datastructures import State
+from litestar.params import FromPath
 from litestar.response import File, Redirect, Stream
 from sqlalchemy import update
 
@@ -106,7 +107,7 @@ async def _slice(path: str, first: int, last: int) -> AsyncIterator[bytes]:
 
 
 @route("/v1/downloads/{token:str}", http_method=[HttpMethod.GET, HttpMethod.HEAD], exception_handlers=STORE_ERRORS)
-async def download(token: str, state: State, request: Request[Any, Any, Any]) -> Response[Any]:
+async def download(token: FromPath[str], state: State, request: Request[Any, Any, Any]) -> Response[Any]:
     """GET serves (and counts) the file; HEAD answers the same headers with no body and counts
     nothing; a Range request not starting at byte 0 is the rest of a download, not a new one."""
     settings: Settings = state.settings
