@@ -23,6 +23,7 @@ from worker.signing import generate_secret
 from worker.store.models import utcnow
 
 FAST_RETRIES = {"HOOKS_RETRY_BASE_SECONDS": 0.05, "HOOKS_RETRY_MAX_SECONDS": 0.2}
+LOCAL_ENDPOINT = {"HOOKS_ALLOW_PRIVATE_NETWORKS": True, "HOOKS_ALLOW_HTTP": True}  # the endpoints: http://127.0.0.1
 
 
 async def deliveries(stack: Stack) -> list[DeliveryRow]:
@@ -49,7 +50,7 @@ async def hook_stack(stack_factory: Any, tmp_path: Path, url: str, **settings: A
 async def test_hook_fails_twice_then_receives_a_verifiable_signed_call(stack_factory: Any, tmp_path: Path) -> None:
     endpoint = HookEndpoint(fail_first=2)
     async with serve(endpoint) as base:
-        stack = await hook_stack(stack_factory, tmp_path, f"{base}/provision", HOOKS_ALLOW_PRIVATE_NETWORKS=True,
+        stack = await hook_stack(stack_factory, tmp_path, f"{base}/provision", **LOCAL_ENDPOINT,
                                  **FAST_RETRIES)
         await send_and_wait(stack, "payment.succeeded", payment("pay_hook", [(PRODUCT, 1)]))
         grants = {g["id"]: g for g in await entitlements(stack, payment_id="pay_hook")}
@@ -85,7 +86,7 @@ async def test_hook_fails_twice_then_receives_a_verifiable_signed_call(stack_fac
 async def test_revoked_never_overtakes_granted(stack_factory: Any, tmp_path: Path) -> None:
     endpoint = HookEndpoint(fail_first=2)
     async with serve(endpoint) as base:
-        stack = await hook_stack(stack_factory, tmp_path, f"{base}/provision", HOOKS_ALLOW_PRIVATE_NETWORKS=True,
+        stack = await hook_stack(stack_factory, tmp_path, f"{base}/provision", **LOCAL_ENDPOINT,
                                  **FAST_RETRIES)
         await send_and_wait(stack, "payment.succeeded", payment("pay_order", [(PRODUCT, 1)]))
         await send_and_wait(stack, "refund.succeeded", refund("pay_order", "ref_order"))
@@ -109,7 +110,8 @@ async def test_revoked_never_overtakes_granted(stack_factory: Any, tmp_path: Pat
 async def test_private_endpoint_is_refused_and_never_called(stack_factory: Any, tmp_path: Path) -> None:
     endpoint = HookEndpoint()
     async with serve(endpoint) as base:
-        stack = await hook_stack(stack_factory, tmp_path, f"{base}/provision?token=s3cret", **FAST_RETRIES)
+        stack = await hook_stack(stack_factory, tmp_path, f"{base}/provision?token=s3cret", HOOKS_ALLOW_HTTP=True,
+                                 **FAST_RETRIES)
         await send_and_wait(stack, "payment.succeeded", payment("pay_private", [(PRODUCT, 1)]))
 
         async def all_refused() -> list[DeliveryRow] | None:
@@ -165,7 +167,7 @@ async def test_a_hook_that_never_succeeds_ends_failed_and_can_be_retried(stack_f
                                                                           tmp_path: Path) -> None:
     endpoint = HookEndpoint(fail_first=1_000)
     async with serve(endpoint) as base:
-        stack = await hook_stack(stack_factory, tmp_path, f"{base}/provision", HOOKS_ALLOW_PRIVATE_NETWORKS=True,
+        stack = await hook_stack(stack_factory, tmp_path, f"{base}/provision", **LOCAL_ENDPOINT,
                                  HOOKS_GIVE_UP_HOURS=1.5 / 3600, **FAST_RETRIES)
         await send_and_wait(stack, "payment.succeeded", payment("pay_down", [(PRODUCT, 1)]))
 
