@@ -186,7 +186,7 @@ class Sender:
 
 def scrubbed(result: HookResult) -> HookResult:
     """The result with its detail scrubbed like an event's error (it is stored, logged, alerted)."""
-    return replace(result, detail=scrub(result.detail))
+    return replace(result, detail=scrub(result.detail).strip())
 
 
 def sender_of(runtime: Runtime) -> Sender:
