@@ -203,11 +203,11 @@ async def send_hook(client: httpx.AsyncClient, url: str, body: bytes, *, message
                 status = response.status_code  # the body is not read: nothing in it matters
     except DestinationRefused as exc:
         return HookResult("refused", str(exc))
+    except (TimeoutError, httpx.TimeoutException):  # before OSError: TimeoutError is one
+        return HookResult("failed", f"no answer within {seconds:g}s")
     except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
         detail = f"{type(exc).__name__}: {exc}".replace(url, redact(url))  # no query secrets in logs
         return HookResult("failed", detail[:300])
-    except TimeoutError:
-        return HookResult("failed", f"no answer within {seconds:g}s")
     if 200 <= status < 300:
         return HookResult("delivered", f"HTTP {status}", status)
     if 300 <= status < 400:
