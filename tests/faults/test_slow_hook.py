@@ -61,7 +61,8 @@ async def test_a_hanging_endpoint_does_not_hold_a_healthy_ones_deliveries(make_s
     async with serve(slow) as slow_base, serve(healthy) as healthy_base:
         slow_url, healthy_url = f"{slow_base}/hang", f"{healthy_base}/provision"
         stack = await make_stack(
-            ENTITLEMENTS_FILE=catalog(tmp_path, [slow_url, healthy_url]), HANDLER_MODULES="tests.faults.fault_handlers,handlers.entitlements",
+            ENTITLEMENTS_FILE=catalog(tmp_path, [slow_url, healthy_url]),
+            HANDLER_MODULES="tests.faults.fault_handlers,handlers.entitlements",
             HOOKS_SIGNING_KEY=generate_secret(), HOOKS_ALLOW_PRIVATE_NETWORKS="true", HOOKS_ALLOW_HTTP="true",
             HOOKS_TIMEOUT_SECONDS=HOOKS_TIMEOUT_SECONDS, HOOKS_RETRY_BASE_SECONDS=60)
         await stack.start_web()
