@@ -202,8 +202,11 @@ async def test_a_hook_that_never_succeeds_ends_failed_and_can_be_retried(stack_f
 
 async def test_concurrent_claims_share_nothing_and_keep_order(stack_factory: Any) -> None:
     """Several workers claiming at once get disjoint deliveries (PostgreSQL: SKIP LOCKED; SQLite:
-    one writer), and a grant's later message is not claimed while an earlier one is pending."""
-    stack: Stack = await stack_factory(web=False, worker=False)
+    one writer), and a grant's later message is not claimed while an earlier one is pending.
+    (Every row here has one target: its lane is made wide enough for all of them, as lanes are
+    the next test's subject. With a narrower lane, a claim locks candidates past its lane until
+    it commits, and a claim at that very moment skips them: they go in the next pass.)"""
+    stack: Stack = await stack_factory(web=False, worker=False, HOOKS_TARGET_CONCURRENCY=50)
     now = utcnow()
     async with stack.db.sessions() as session, session.begin():
         for g in range(10):
@@ -225,3 +228,27 @@ async def test_concurrent_claims_share_nothing_and_keep_order(stack_factory: Any
         await session.execute(update(DeliveryRow).where(DeliveryRow.id.in_(ids)).values(status="delivered"))
     second = await asyncio.gather(*(claim(stack.db, stack.settings) for _ in range(4)))
     assert sorted(item.id for batch in second for item in batch) == sorted(f"dlv_{g}_1" for g in range(10))
+
+
+async def test_a_full_lane_is_skipped_so_other_targets_are_claimed(stack_factory: Any) -> None:
+    """A target with HOOKS_TARGET_CONCURRENCY deliveries in flight (a hanging endpoint with a
+    backlog) gets no more, even when its backlog fills the oldest rows: the others are claimed."""
+    stack: Stack = await stack_factory(web=False, worker=False, HOOKS_TARGET_CONCURRENCY=8)
+    now = utcnow()
+    slow, healthy = "python:slow.hook", "python:healthy.hook"
+    async with stack.db.sessions() as session, session.begin():
+        for g in range(63):
+            session.add(GrantRow(id=f"grt_{g}", source="payment", source_id=f"pay_{g}", product_id=PRODUCT,
+                                 kind="file", status="active"))
+        await session.flush()
+        for g in range(63):  # 60 old ones to the slow target, then 3 to the healthy one
+            session.add(DeliveryRow(id=f"dlv_{g:02d}", grant_id=f"grt_{g}", target=slow if g < 60 else healthy,
+                                    event_type="entitlement.granted", payload="{}", next_attempt_at=now,
+                                    created_at=now + timedelta(milliseconds=g)))
+
+    first = await claim(stack.db, stack.settings)
+    assert [item.target for item in first] == [slow] * 8  # its lane, not the whole batch
+    second = await claim(stack.db, stack.settings, busy={slow: 8})
+    assert sorted(item.id for item in second) == ["dlv_60", "dlv_61", "dlv_62"]
+    assert await claim(stack.db, stack.settings, busy={slow: 8, healthy: 3}) == []
+    assert len(await claim(stack.db, stack.settings, room=2, busy={slow: 5})) == 2  # room bounds it too
