@@ -3,7 +3,13 @@
 A hook URL comes from the catalog, so it is trusted more than user input, but a typo, a DNS
 record pointing inside the network, or a record that changes between check and use (DNS
 rebinding) must not turn the worker into a way to reach `169.254.169.254` or an internal admin
-port. So, unless HOOKS_ALLOW_PRIVATE_NETWORKS:
+port. So:
+
+- only https is called (plain http too with HOOKS_ALLOW_HTTP), and a host written as a number in
+  any form (`0177.0.0.1`, `0x7f.0.0.1`, `2130706433`, `127.1`) is read as the address it means
+  (integrations/hook_urls.py); a URL that can never be called is `refused`, not retried.
+
+and, unless HOOKS_ALLOW_PRIVATE_NETWORKS:
 
 - every address the host resolves to must be public: loopback, private, link-local, multicast,
   reserved, unspecified and shared (CGNAT) addresses are refused, and so are IPv6 forms that
@@ -27,11 +33,12 @@ import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpcore
 import httpx
 
+from integrations.hook_urls import parse_host, vet_url
+from worker.scrub import redact_url
 from worker.signing import signed_headers
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
@@ -39,6 +46,7 @@ AddressCheck = Callable[[str], str | None]  # why an address is refused, or None
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 USER_AGENT = "dodo-worker-hooks/1"
+redact = redact_url  # the URL without credentials, query or fragment (logs, `last_error`, the CLI)
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT; not "private" to ipaddress
 
@@ -104,10 +112,12 @@ async def system_resolve(host: str, port: int) -> list[str]:
 
 
 def _ip_literal(host: str) -> str | None:
+    """The address `host` is written as (any IPv4 form, see hook_urls), or None for a name."""
     try:
-        return str(ipaddress.ip_address(host.strip("[]")))
+        parsed = parse_host(host)
     except ValueError:
         return None
+    return None if isinstance(parsed, str) else str(parsed)
 
 
 class GuardedBackend(httpcore.AsyncNetworkBackend):
@@ -172,17 +182,6 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
         )
 
 
-def redact(url: str) -> str:
-    """The URL without credentials, query or fragment: what logs and `last_error` may show."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return "<malformed URL>"
-    return f"{parts.scheme}://{host}{port}{parts.path}"
-
-
 def hook_client(timeout: float, allow_private: bool, resolver: Resolver = system_resolve,
                 check: AddressCheck | None = None) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=GuardedTransport(allow_private, resolver, check=check), timeout=timeout,
@@ -190,14 +189,13 @@ def hook_client(timeout: float, allow_private: bool, resolver: Resolver = system
 
 
 async def send_hook(client: httpx.AsyncClient, url: str, body: bytes, *, message_id: str, secret: str,
-                    seconds: float) -> HookResult:
-    """POST `body` to `url`, signed; a 2xx is delivered, anything else a failure, never raises."""
-    try:
-        scheme = urlsplit(url).scheme
-    except ValueError:
-        return HookResult("refused", "malformed URL")
-    if scheme not in ("http", "https"):
-        return HookResult("refused", f"scheme {scheme!r} is not http(s)")
+                    seconds: float, allow_http: bool = False) -> HookResult:
+    """POST `body` to `url`, signed; a 2xx is delivered, anything else a failure, never raises.
+    A URL that may never be called (integrations/hook_urls.py) is `refused` without a connection."""
+    vetted = vet_url(url, allow_http=allow_http)
+    if vetted.url is None:
+        return HookResult("refused", vetted.refusal or "refused")
+    url = vetted.url
     headers = signed_headers(secret, body, message_id) | {"user-agent": USER_AGENT}
     try:
         async with asyncio.timeout(seconds):
@@ -205,11 +203,11 @@ async def send_hook(client: httpx.AsyncClient, url: str, body: bytes, *, message
                 status = response.status_code  # the body is not read: nothing in it matters
     except DestinationRefused as exc:
         return HookResult("refused", str(exc))
+    except (TimeoutError, httpx.TimeoutException):  # before OSError: TimeoutError is one
+        return HookResult("failed", f"no answer within {seconds:g}s")
     except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
         detail = f"{type(exc).__name__}: {exc}".replace(url, redact(url))  # no query secrets in logs
         return HookResult("failed", detail[:300])
-    except TimeoutError:
-        return HookResult("failed", f"no answer within {seconds:g}s")
     if 200 <= status < 300:
         return HookResult("delivered", f"HTTP {status}", status)
     if 300 <= status < 400:

@@ -222,7 +222,7 @@ def sample_envelope(event_type: str, data: dict[str, Any] | None = None) -> dict
 def make_settings(database_url: str, redis_url: str, **overrides: Any) -> Settings:
     """The kit's settings (`kit_settings`) with this suite's defaults, which keep the production
     defaults the kit shortens (hook back-offs, the enqueue window, the poll, private networks
-    refused, no hook signing key) so that the suite tests what production does. An override of
+    refused, plain http hooks refused, no hook signing key) so that the suite tests what production does. An override of
     None unsets a value (e.g. WORKER_API_TOKEN=None: the read API is off)."""
     suite = {
         "DODO_PAYMENTS_WEBHOOK_KEY": generate_secret(),
@@ -236,6 +236,7 @@ def make_settings(database_url: str, redis_url: str, **overrides: Any) -> Settin
         "WORKER_API_TOKEN": "tok_" + secrets.token_hex(16),
         "HOOKS_SIGNING_KEY": None,
         "HOOKS_ALLOW_PRIVATE_NETWORKS": False,
+        "HOOKS_ALLOW_HTTP": False,
         "HOOKS_RETRY_BASE_SECONDS": 5.0,
         "HOOKS_RETRY_MAX_SECONDS": 3600.0,
         "WEBHOOK_ENQUEUE_WINDOW_SECONDS": 0.01,

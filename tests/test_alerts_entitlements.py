@@ -28,7 +28,8 @@ async def test_a_hook_endpoint_that_keeps_failing_is_one_message_until_it_delive
     endpoint, receiver = HookEndpoint(fail_first=1_000), HookEndpoint(status=200)
     async with serve(endpoint) as base, serve(receiver) as alerts_base:
         stack = await hook_stack(stack_factory, tmp_path, f"{base}/provision?token=s3cret",
-                                 HOOKS_ALLOW_PRIVATE_NETWORKS=True, HOOKS_GIVE_UP_HOURS=1.0 / 3600,
+                                 HOOKS_ALLOW_PRIVATE_NETWORKS=True, HOOKS_ALLOW_HTTP=True,
+                                 HOOKS_GIVE_UP_HOURS=1.0 / 3600,
                                  ALERT_WEBHOOK_URL=f"{alerts_base}/hook", ALERT_CHECK_SECONDS=1, **FAST_RETRIES)
         await send_and_wait(stack, "payment.succeeded", payment("pay_down", [(PRODUCT, 1)]))
 

@@ -26,6 +26,7 @@ def test_defaults_match_the_design(tmp_path, monkeypatch) -> None:
     assert (settings.PORT, settings.MAX_ATTEMPTS, settings.RETRY_BASE_SECONDS) == (8000, 8, 5.0)
     assert settings.handler_modules == []  # no catalog here, nothing named: nothing to import
     assert settings.HOOKS_ALLOW_PRIVATE_NETWORKS is False
+    assert settings.HOOKS_ALLOW_HTTP is False  # hook bodies carry licence keys: https only
     assert settings.webhook_secrets == []
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import time
 import traceback
 import uuid
@@ -45,6 +44,7 @@ from worker.logs import EventLogger, event_logger
 from worker.registry import RESOURCES, Handler
 from worker.retry import backoff_seconds
 from worker.runtime import Runtime
+from worker.scrub import scrub
 from worker.store import EventRow, EventSource, EventStatus, HandlerRunRow, RunStatus, inbox
 from worker.store.models import INTERRUPTED_ERROR, AttemptStatus, HandlerAttemptRow, utcnow
 
@@ -606,26 +606,9 @@ def _context(runtime: Runtime, session: AsyncSession, event: Event, handler: Han
                    event_id=event.id, handler=handler.name, attempt=attempt, resources=runtime.resources)
 
 
-# What a database error says beyond its type and message: the statement, its parameters (or
-# SQLAlchemy's note that it hid them) and PostgreSQL's DETAIL and HINT (which quote key values).
-# Never stored nor logged: they may hold customers' data or secrets.
-_SQL_DETAIL = re.compile(r"\[SQL: .*?\](?=\n|$)|\[parameters: [^\n]*|\[SQL parameters hidden[^\n]*"
-                         r"|^(?:DETAIL|HINT): [^\n]*\n?", re.S | re.M)
-# Secrets and personal data a driver's message may still quote (a trigger's or a check's text):
-# webhook and hook secrets, licence keys (groups of 4+ base32 characters joined by dashes) and
-# e-mail addresses.
-_SECRETS = re.compile(r"whsec_[A-Za-z0-9+/=]+|\b(?:[A-Z0-9]{2,16}-)?(?:[A-Z2-7]{4,16}-){3,}[A-Z2-7]{1,16}\b"
-                      r"|[^\s@'\"(),]+@[^\s@'\"(),]+")
-
-
-def _scrub(text: str) -> str:
-    text = re.sub(r"\n{2,}(?=\(Background)", "\n", _SQL_DETAIL.sub("", text))
-    return _SECRETS.sub("[redacted]", text)
-
-
 def _error_text(exc: BaseException) -> str:
     """The exception's type and message (its last line is what the logs show)."""
-    text = _scrub("".join(traceback.format_exception_only(type(exc), exc))).strip() or type(exc).__name__
+    text = scrub("".join(traceback.format_exception_only(type(exc), exc))).strip() or type(exc).__name__
     return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS - 1] + "…"
 
 
@@ -634,7 +617,7 @@ def error_record(exc: BaseException) -> str:
     exception's type and message, within MAX_ERROR_CHARS, without SQL or its parameters."""
     lines = list(traceback.TracebackException.from_exception(exc).format())
     only = list(traceback.format_exception_only(type(exc), exc))
-    body = _scrub("".join(lines[:len(lines) - len(only)]))
+    body = scrub("".join(lines[:len(lines) - len(only)]))
     message = _error_text(exc)
     room = MAX_ERROR_CHARS - len(message) - 2
     if len(body) > room:

@@ -48,7 +48,7 @@ def extra_cron_jobs(settings: Settings) -> list[Any]:
     """More arq cron jobs (`arq.cron.cron(...)`); give them unique=True and a name prefixed by
     settings.QUEUE_NAME so that stacks sharing a Redis do not block each other."""
     from worker.alerts.check import cron_jobs as alerts_cron_jobs
-    from worker.entitlements.delivery import cron_jobs as hooks_cron_jobs
+    from worker.entitlements.sender import cron_jobs as hooks_cron_jobs
     from worker.reconcile.job import cron_jobs as reconcile_cron_jobs
 
     return [*reconcile_cron_jobs(settings), *hooks_cron_jobs(settings), *alerts_cron_jobs(settings)]

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     RETRY_BASE_SECONDS: float = Field(default=5.0, gt=0)
     HOOKS_SIGNING_KEY: SecretStr | None = None
     HOOKS_ALLOW_PRIVATE_NETWORKS: bool = False
+    # Plain http hook URLs are `refused` unless this is set: hook bodies carry licence keys and
+    # download links (the test kit sets it, its hook catcher is http://127.0.0.1).
+    HOOKS_ALLOW_HTTP: bool = False
 
     # Advanced knobs (the README's "Advanced, rarely needed" line, docs/operations.md); defaults suit most deployments.
     HOST: str = "0.0.0.0"  # noqa: S104 - a web process listens on every interface by default
@@ -117,6 +120,10 @@ class Settings(BaseSettings):
     HOOKS_RETRY_BASE_SECONDS: float = Field(default=5.0, gt=0)
     HOOKS_RETRY_MAX_SECONDS: float = Field(default=3600.0, gt=0)
     HOOKS_GIVE_UP_HOURS: float = Field(default=72.0, gt=0)  # then the delivery is `failed`, replayable
+    # Hook deliveries one worker process sends at once, and at most this many to one target (URL or
+    # Python hook): an endpoint that hangs holds only its own lane, never the others' deliveries.
+    HOOKS_CONCURRENCY: int = Field(default=50, ge=1, le=1000)
+    HOOKS_TARGET_CONCURRENCY: int = Field(default=8, ge=1, le=1000)
     # The operator console (worker/console, docs/console.md): off until a password is set.
     CONSOLE_PASSWORD: SecretStr | None = None
     CONSOLE_SESSION_SECONDS: float = Field(default=8 * 3600, gt=0)  # a session's lifetime from sign-in

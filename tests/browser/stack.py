@@ -58,6 +58,7 @@ class ConsoleStack(FaultStack):
             RETRY_MAX_SECONDS=0.2,
             HOOKS_SIGNING_KEY=generate_secret(),
             HOOKS_ALLOW_PRIVATE_NETWORKS="true",
+            HOOKS_ALLOW_HTTP="true",
             HOOKS_RETRY_BASE_SECONDS=0.2,
             HOOKS_RETRY_MAX_SECONDS=0.5,
             HOOKS_GIVE_UP_HOURS=0.0005,  # 1.8 s: a delivery to a failing endpoint soon gives up

@@ -35,7 +35,7 @@ async def test_retry_requeues_a_delivery_that_gave_up(stack_factory: Any, tmp_pa
         catalog = write_catalog(tmp_path, hooks=[f"{base}/provision"])
         stack: Stack = await stack_factory(
             ENTITLEMENTS_FILE=str(catalog), CONSOLE_PASSWORD=PASSWORD, HOOKS_SIGNING_KEY=generate_secret(),
-            HOOKS_ALLOW_PRIVATE_NETWORKS=True, HOOKS_GIVE_UP_HOURS=1 / 3600,
+            HOOKS_ALLOW_PRIVATE_NETWORKS=True, HOOKS_ALLOW_HTTP=True, HOOKS_GIVE_UP_HOURS=1 / 3600,
             HOOKS_RETRY_BASE_SECONDS=0.05, HOOKS_RETRY_MAX_SECONDS=0.2)
         await send_and_wait(stack, "payment.succeeded", payment("pay_hook", [(PRODUCT, 1)]))
 

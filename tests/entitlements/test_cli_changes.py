@@ -19,9 +19,10 @@ from tests.entitlements.conftest import PRODUCT, entitlements, payment, send_and
 from tests.entitlements.receiver import HookEndpoint, Received, serve
 from tests.support import Stack, wait_until
 from worker.entitlements import hooks as python_hooks
-from worker.entitlements.delivery import deliver_due, expand_due
+from worker.entitlements.delivery import expand_due
 from worker.entitlements.models import DeliveryRow
 from worker.entitlements.outbox import EXPANDED, FAN_OUT
+from worker.entitlements.sender import deliver_due
 from worker.settings import Settings
 from worker.signing import generate_secret
 
@@ -65,7 +66,7 @@ async def test_revoke_from_a_shell_without_the_key_reaches_the_hook_and_the_pyth
         async with serve(endpoint) as base:
             catalog = write_catalog(tmp_path / "worker", hooks=[f"{base}/provision?token=s3cret"])
             stack: Stack = await stack_factory(ENTITLEMENTS_FILE=str(catalog), HOOKS_SIGNING_KEY=generate_secret(),
-                                               HOOKS_ALLOW_PRIVATE_NETWORKS=True)
+                                               HOOKS_ALLOW_PRIVATE_NETWORKS=True, HOOKS_ALLOW_HTTP=True)
             await send_and_wait(stack, "payment.succeeded", payment("pay_shell", [(PRODUCT, 1)]))
             key = next(g for g in await entitlements(stack, payment_id="pay_shell") if g["kind"] == "license_key")
             await wait_until(lambda: _true(calls_of(endpoint, "entitlement.granted", key["id"])),
@@ -119,7 +120,7 @@ async def test_restore_from_a_shell_is_told_after_the_revoke(stack_factory: Any,
     async with serve(endpoint) as base:
         catalog = write_catalog(tmp_path / "worker", hooks=[f"{base}/provision"])
         stack: Stack = await stack_factory(ENTITLEMENTS_FILE=str(catalog), HOOKS_SIGNING_KEY=generate_secret(),
-                                           HOOKS_ALLOW_PRIVATE_NETWORKS=True)
+                                           HOOKS_ALLOW_PRIVATE_NETWORKS=True, HOOKS_ALLOW_HTTP=True)
         await send_and_wait(stack, "payment.succeeded", payment("pay_again", [(PRODUCT, 1)]))
         [file_grant] = [g for g in await entitlements(stack, payment_id="pay_again") if g["kind"] == "file"]
         await wait_until(lambda: _true(calls_of(endpoint, "entitlement.granted", file_grant["id"])),

@@ -23,6 +23,7 @@ from worker.signing import generate_secret
 from worker.store.models import utcnow
 
 FAST_RETRIES = {"HOOKS_RETRY_BASE_SECONDS": 0.05, "HOOKS_RETRY_MAX_SECONDS": 0.2}
+LOCAL_ENDPOINT = {"HOOKS_ALLOW_PRIVATE_NETWORKS": True, "HOOKS_ALLOW_HTTP": True}  # the endpoints: http://127.0.0.1
 
 
 async def deliveries(stack: Stack) -> list[DeliveryRow]:
@@ -49,7 +50,7 @@ async def hook_stack(stack_factory: Any, tmp_path: Path, url: str, **settings: A
 async def test_hook_fails_twice_then_receives_a_verifiable_signed_call(stack_factory: Any, tmp_path: Path) -> None:
     endpoint = HookEndpoint(fail_first=2)
     async with serve(endpoint) as base:
-        stack = await hook_stack(stack_factory, tmp_path, f"{base}/provision", HOOKS_ALLOW_PRIVATE_NETWORKS=True,
+        stack = await hook_stack(stack_factory, tmp_path, f"{base}/provision", **LOCAL_ENDPOINT,
                                  **FAST_RETRIES)
         await send_and_wait(stack, "payment.succeeded", payment("pay_hook", [(PRODUCT, 1)]))
         grants = {g["id"]: g for g in await entitlements(stack, payment_id="pay_hook")}
@@ -85,7 +86,7 @@ async def test_hook_fails_twice_then_receives_a_verifiable_signed_call(stack_fac
 async def test_revoked_never_overtakes_granted(stack_factory: Any, tmp_path: Path) -> None:
     endpoint = HookEndpoint(fail_first=2)
     async with serve(endpoint) as base:
-        stack = await hook_stack(stack_factory, tmp_path, f"{base}/provision", HOOKS_ALLOW_PRIVATE_NETWORKS=True,
+        stack = await hook_stack(stack_factory, tmp_path, f"{base}/provision", **LOCAL_ENDPOINT,
                                  **FAST_RETRIES)
         await send_and_wait(stack, "payment.succeeded", payment("pay_order", [(PRODUCT, 1)]))
         await send_and_wait(stack, "refund.succeeded", refund("pay_order", "ref_order"))
@@ -109,7 +110,8 @@ async def test_revoked_never_overtakes_granted(stack_factory: Any, tmp_path: Pat
 async def test_private_endpoint_is_refused_and_never_called(stack_factory: Any, tmp_path: Path) -> None:
     endpoint = HookEndpoint()
     async with serve(endpoint) as base:
-        stack = await hook_stack(stack_factory, tmp_path, f"{base}/provision?token=s3cret", **FAST_RETRIES)
+        stack = await hook_stack(stack_factory, tmp_path, f"{base}/provision?token=s3cret", HOOKS_ALLOW_HTTP=True,
+                                 **FAST_RETRIES)
         await send_and_wait(stack, "payment.succeeded", payment("pay_private", [(PRODUCT, 1)]))
 
         async def all_refused() -> list[DeliveryRow] | None:
@@ -165,7 +167,7 @@ async def test_a_hook_that_never_succeeds_ends_failed_and_can_be_retried(stack_f
                                                                           tmp_path: Path) -> None:
     endpoint = HookEndpoint(fail_first=1_000)
     async with serve(endpoint) as base:
-        stack = await hook_stack(stack_factory, tmp_path, f"{base}/provision", HOOKS_ALLOW_PRIVATE_NETWORKS=True,
+        stack = await hook_stack(stack_factory, tmp_path, f"{base}/provision", **LOCAL_ENDPOINT,
                                  HOOKS_GIVE_UP_HOURS=1.5 / 3600, **FAST_RETRIES)
         await send_and_wait(stack, "payment.succeeded", payment("pay_down", [(PRODUCT, 1)]))
 
@@ -200,8 +202,11 @@ async def test_a_hook_that_never_succeeds_ends_failed_and_can_be_retried(stack_f
 
 async def test_concurrent_claims_share_nothing_and_keep_order(stack_factory: Any) -> None:
     """Several workers claiming at once get disjoint deliveries (PostgreSQL: SKIP LOCKED; SQLite:
-    one writer), and a grant's later message is not claimed while an earlier one is pending."""
-    stack: Stack = await stack_factory(web=False, worker=False)
+    one writer), and a grant's later message is not claimed while an earlier one is pending.
+    (Every row here has one target: its lane is made wide enough for all of them, as lanes are
+    the next test's subject. With a narrower lane, a claim locks candidates past its lane until
+    it commits, and a claim at that very moment skips them: they go in the next pass.)"""
+    stack: Stack = await stack_factory(web=False, worker=False, HOOKS_TARGET_CONCURRENCY=50)
     now = utcnow()
     async with stack.db.sessions() as session, session.begin():
         for g in range(10):
@@ -223,3 +228,27 @@ async def test_concurrent_claims_share_nothing_and_keep_order(stack_factory: Any
         await session.execute(update(DeliveryRow).where(DeliveryRow.id.in_(ids)).values(status="delivered"))
     second = await asyncio.gather(*(claim(stack.db, stack.settings) for _ in range(4)))
     assert sorted(item.id for batch in second for item in batch) == sorted(f"dlv_{g}_1" for g in range(10))
+
+
+async def test_a_full_lane_is_skipped_so_other_targets_are_claimed(stack_factory: Any) -> None:
+    """A target with HOOKS_TARGET_CONCURRENCY deliveries in flight (a hanging endpoint with a
+    backlog) gets no more, even when its backlog fills the oldest rows: the others are claimed."""
+    stack: Stack = await stack_factory(web=False, worker=False, HOOKS_TARGET_CONCURRENCY=8)
+    now = utcnow()
+    slow, healthy = "python:slow.hook", "python:healthy.hook"
+    async with stack.db.sessions() as session, session.begin():
+        for g in range(63):
+            session.add(GrantRow(id=f"grt_{g}", source="payment", source_id=f"pay_{g}", product_id=PRODUCT,
+                                 kind="file", status="active"))
+        await session.flush()
+        for g in range(63):  # 60 old ones to the slow target, then 3 to the healthy one
+            session.add(DeliveryRow(id=f"dlv_{g:02d}", grant_id=f"grt_{g}", target=slow if g < 60 else healthy,
+                                    event_type="entitlement.granted", payload="{}", next_attempt_at=now,
+                                    created_at=now + timedelta(milliseconds=g)))
+
+    first = await claim(stack.db, stack.settings)
+    assert [item.target for item in first] == [slow] * 8  # its lane, not the whole batch
+    second = await claim(stack.db, stack.settings, busy={slow: 8})
+    assert sorted(item.id for item in second) == ["dlv_60", "dlv_61", "dlv_62"]
+    assert await claim(stack.db, stack.settings, busy={slow: 8, healthy: 3}) == []
+    assert len(await claim(stack.db, stack.settings, room=2, busy={slow: 5})) == 2  # room bounds it too

@@ -28,6 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from worker.scrub import redact_url
 from worker.settings import ConfigError
 
 _TOML_LINE = re.compile(r"\(at line (\d+), column (\d+)\)")
@@ -82,7 +83,7 @@ class ProductSpec(_Strict):
     def _http_urls(cls, urls: list[str]) -> list[str]:
         for url in urls:
             if not re.match(r"^https?://[^/\s]+", url):
-                raise ValueError(f"hook {url!r} is not an http(s) URL")
+                raise ValueError(f"hook {redact_url(url)!r} is not an http(s) URL")
         return urls
 
 

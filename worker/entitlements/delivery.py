@@ -1,11 +1,13 @@
-"""Delivering the hook outbox: an arq cron job, every second, on whichever worker gets the tick.
+"""Delivering the hook outbox: claiming due deliveries and recording their outcomes. The passes
+(an arq cron job every second, on whichever worker gets the tick) and the sending, each delivery
+its own task, are in sender.py.
 
 Each pass claims due `pending` deliveries, sends them (URL hooks through integrations/hooks.py,
 Python hooks by calling the registered function), and records the outcome:
 
 - 2xx (or a Python hook that returns): `delivered`;
-- a refused URL (private address without HOOKS_ALLOW_PRIVATE_NETWORKS, not http(s)): `refused`,
-  never retried;
+- a refused URL (private address without HOOKS_ALLOW_PRIVATE_NETWORKS, plain http without
+  HOOKS_ALLOW_HTTP, not http(s), malformed): `refused`, never retried;
 - anything else: tried again after an exponential back-off with jitter
   (HOOKS_RETRY_BASE_SECONDS doubling up to HOOKS_RETRY_MAX_SECONDS), until the delivery is
   HOOKS_GIVE_UP_HOURS old; then `failed`. `dodo-worker hooks retry --failed` puts those back.
@@ -26,17 +28,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from arq.cron import cron
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from integrations.hooks import HookResult, hook_client, redact, send_hook
-from worker import alerts
+from integrations.hooks import HookResult
 from worker.entitlements import hooks as python_hooks
 from worker.entitlements import outbox
 from worker.entitlements.catalog import Catalog
@@ -50,7 +52,6 @@ from worker.store.models import utcnow
 log = logging.getLogger("dodo_worker.hooks")
 
 BATCH_SIZE = 50
-PASS_WINDOW_SECONDS = 0.9  # a pass keeps sending retries that fall due until the next tick
 LEASE_MARGIN_SECONDS = 30.0
 PYTHON_PREFIX = "python:"
 
@@ -124,24 +125,47 @@ async def expand_due(runtime: Runtime) -> int:
 
 
 async def claim(db: Database, settings: Settings, now: datetime | None = None,
-                catalog: Catalog | None = None) -> list[Claimed]:
-    """Lease up to BATCH_SIZE due deliveries to this worker and count the attempt. With the
-    worker's `catalog`, first expand the changes made outside it, in the same transaction
-    (one write transaction per pass: on SQLite each one takes the database's write lock)."""
+                catalog: Catalog | None = None, room: int = BATCH_SIZE,
+                busy: Mapping[str, int] | None = None) -> list[Claimed]:
+    """Lease up to `room` due deliveries to this worker and count the attempt, at most
+    HOOKS_TARGET_CONCURRENCY per target counting the `busy` ones (this process's in flight, by
+    target). With the worker's `catalog`, first expand the changes made outside it, in the same
+    transaction (one write transaction per pass: on SQLite each one takes the database's write lock)."""
     now = now or utcnow()
+    busy = busy or {}
+    per_target = settings.HOOKS_TARGET_CONCURRENCY
     lease_until = now + timedelta(seconds=settings.HOOKS_TIMEOUT_SECONDS + LEASE_MARGIN_SECONDS)
     query = due_query(now, urls=settings.HOOKS_SIGNING_KEY is not None)
+    full = [target for target, n in busy.items() if n >= per_target]
+    if full:
+        query = query.where(DeliveryRow.target.not_in(full))
     if db.dialect == "postgresql":
         query = query.with_for_update(skip_locked=True, of=DeliveryRow)
     async with db.sessions() as session, session.begin():
         if catalog is not None:
             await _expand(session, db, settings, catalog)
-        rows = list(await session.scalars(query))
+        taken: Counter[str] = Counter(busy)
+        rows: list[DeliveryRow] = []
+        for row in await session.scalars(query):
+            if len(rows) < room and taken[row.target] < per_target:
+                taken[row.target] += 1
+                rows.append(row)
         for row in rows:
             row.attempts += 1
             row.next_attempt_at = lease_until
         return [Claimed(r.id, r.grant_id, r.target, r.event_type, r.payload, r.attempts, r.created_at)
                 for r in rows]
+
+
+async def release(db: Database, ids: list[str]) -> None:
+    """Give back the leases of deliveries this worker claimed and did not finish (it is stopping):
+    they are due again now, for any worker. They may have reached the endpoint: same webhook-id."""
+    if not ids:
+        return
+    async with db.sessions() as session, session.begin():
+        await session.execute(update(DeliveryRow)
+                              .where(DeliveryRow.id.in_(ids), DeliveryRow.status == DeliveryStatus.PENDING)
+                              .values(next_attempt_at=utcnow()))
 
 
 def grant_of(payload: str) -> dict[str, Any]:
@@ -183,79 +207,3 @@ async def record(db: Database, settings: Settings, item: Claimed, result: HookRe
                               .where(DeliveryRow.id == item.id, DeliveryRow.status == DeliveryStatus.PENDING)
                               .values(**values))
     return str(values.get("status", DeliveryStatus.PENDING))
-
-
-async def deliver_due(runtime: Runtime) -> int:
-    """One pass: claim, send concurrently (at most one per grant and target), record."""
-    settings = runtime.settings
-    items = await claim(runtime.db, settings, catalog=catalog_of(runtime))
-    if not items:
-        return 0
-    secret = settings.HOOKS_SIGNING_KEY.get_secret_value() if settings.HOOKS_SIGNING_KEY else ""
-    timeout = settings.HOOKS_TIMEOUT_SECONDS
-    # One client per process (loading the CA bundle takes ~20 ms); Runtime.close closes it.
-    client = runtime.resources.get("hooks_client")
-    if client is None:
-        client = runtime.resources["hooks_client"] = hook_client(timeout, settings.HOOKS_ALLOW_PRIVATE_NETWORKS)
-
-    async def one(item: Claimed) -> None:
-        if item.target.startswith(PYTHON_PREFIX):
-            kind, result = "python", await call_python_hook(item, timeout)
-        else:
-            kind = "url"
-            result = await send_hook(client, item.target, item.payload.encode(), message_id=item.id,
-                                     secret=secret, seconds=timeout)
-        status = await record(runtime.db, settings, item, result)
-        alerts.hook_outcome(runtime, item, status, result.detail)
-        runtime.metrics.inc("dodo_hook_deliveries_total", result=status if status != "pending" else "retry",
-                            kind=kind)
-        where = item.target if kind == "python" else redact(item.target)
-        level = logging.INFO if status == DeliveryStatus.DELIVERED else logging.WARNING
-        log.log(level, "hook %s %s for grant %s to %s: %s, attempt %d, now %s", item.id, item.event_type,
-                item.grant_id, where, result.detail, item.attempts, status)
-
-    await asyncio.gather(*(one(item) for item in items))
-    return len(items)
-
-
-async def deliver_hooks_job(ctx: dict[str, Any]) -> int:
-    """The cron job. One pass at a time per worker process: a slow endpoint must not make
-    every tick start another pass and fill the worker's job slots."""
-    runtime: Runtime = ctx["runtime"]
-    lock: asyncio.Lock = runtime.resources.setdefault("hooks_pass_lock", asyncio.Lock())
-    if lock.locked():
-        return 0
-    async with lock:
-        loop = asyncio.get_running_loop()
-        window_ends = loop.time() + PASS_WINDOW_SECONDS
-        total = 0
-        while (done := await deliver_due(runtime)) > 0:
-            total += done
-            # A retry due before the next tick (short back-offs) goes out now, not a second later.
-            wait = await seconds_until_due(runtime.db, runtime.settings)
-            if wait is None or loop.time() + wait > window_ends:
-                break
-            await asyncio.sleep(wait)
-        return total
-
-
-async def seconds_until_due(db: Database, settings: Settings) -> float | None:
-    """How long until the next pending delivery is due (0 if one is), None if none is pending."""
-    query = select(func.min(DeliveryRow.next_attempt_at)).where(DeliveryRow.status == DeliveryStatus.PENDING)
-    if settings.HOOKS_SIGNING_KEY is None:
-        query = query.where(or_(DeliveryRow.target.startswith(PYTHON_PREFIX), DeliveryRow.target == outbox.FAN_OUT))
-    async with db.sessions() as session:
-        due = await session.scalar(query)
-    if due is None:
-        return None
-    return max(0.0, (due - utcnow()).total_seconds())
-
-
-def job_timeout(settings: Settings) -> int:
-    """Small (arq's in-progress lock on every job lasts the longest function timeout + 10 s)."""
-    return int(min(settings.JOB_TIMEOUT_SECONDS, 2 * settings.HOOKS_TIMEOUT_SECONDS + 10))
-
-
-def cron_jobs(settings: Settings) -> list[Any]:
-    return [cron(deliver_hooks_job, name=f"{settings.QUEUE_NAME}:hooks", second=set(range(60)), unique=True,
-                 run_at_startup=True, timeout=job_timeout(settings))]

@@ -26,6 +26,7 @@ from worker.entitlements.catalog import Catalog
 from worker.entitlements.models import AuditRow, DeliveryRow, DeliveryStatus, GrantKind, GrantRow
 from worker.entitlements.sql import insert_ignore
 from worker.entitlements.views import activation_counts, grant_json
+from worker.scrub import redact_url
 from worker.settings import Settings
 from worker.store.models import utcnow
 
@@ -140,7 +141,13 @@ async def retry(session: AsyncSession, ids: list[str] | None) -> list[str]:
 
 
 def log_hook_status(settings: Settings, catalog: Catalog) -> None:
-    """Said once at worker start: URL hooks in the catalog are not sent without a signing key."""
-    if settings.HOOKS_SIGNING_KEY is None and any(p.hooks for p in catalog.spec.products.values()):
+    """Said once at worker start: URL hooks in the catalog are not sent without a signing key,
+    and plain http ones are refused without HOOKS_ALLOW_HTTP."""
+    urls = {url for p in catalog.spec.products.values() for url in p.hooks}
+    if settings.HOOKS_SIGNING_KEY is None and urls:
         log.warning("HOOKS_SIGNING_KEY is not set: hook URLs in the entitlements catalog are disabled "
                     "(Python hooks still run)")
+    if not settings.HOOKS_ALLOW_HTTP:
+        for url in sorted(u for u in urls if u.lower().startswith("http://")):
+            log.warning("hook %s is plain http: its deliveries will be refused (use https, or set "
+                        "HOOKS_ALLOW_HTTP=true)", redact_url(url))
