@@ -377,3 +377,48 @@ async def test_replay_leaves_an_event_being_processed_alone(runtimes, registry: 
     release.set()
     assert await job == [Outcome("processed")]
     assert calls == ["evt_replay_busy"]
+
+
+async def test_an_event_whose_job_a_dead_worker_started_but_never_claimed_is_taken_over(
+        stack_factory, registry: Registry) -> None:
+    """arq marks a job in progress before our code claims its event; a worker killed in between
+    leaves no lease to run out, and arq refuses the job id until the job timeout (plus 10 s) is
+    over. The sweep takes such an event over once its job has been in progress LEASE_SECONDS."""
+    from arq.constants import in_progress_key_prefix
+
+    from worker import queue
+    from worker.sweeper import sweep
+
+    calls: list[str] = []
+
+    @registry.on("payment.succeeded")
+    async def plain(event: Event, ctx: Context) -> None:
+        calls.append(event.id)
+
+    stack = await stack_factory(web=False, LEASE_SECONDS=10)
+    settings = stack.settings
+    full_ms = int((settings.JOB_TIMEOUT_SECONDS + 10) * 1000)
+    runtime = Runtime.create(settings, registry)
+    try:
+        for event_id, started_ago_ms in [("evt_orphan", 15_000), ("evt_just_started", 1_000)]:
+            await store(stack, event_id)
+            # What the dead worker left: its in-progress mark (set first, so that the live worker
+            # never starts the job itself), the job, and the event `queued` since a while.
+            in_progress = in_progress_key_prefix + queue.job_id(settings.QUEUE_NAME, event_id)
+            await runtime.redis.psetex(in_progress, full_ms - started_ago_ms, b"1")
+            assert await queue.enqueue_each(runtime.redis, settings.QUEUE_NAME, [event_id])
+            await set_row(stack, event_id, status=EventStatus.QUEUED, updated_at=utcnow() - timedelta(seconds=60))
+
+        await sweep(runtime)
+        row = await stack.wait_status("evt_orphan", "processed", timeout=15)
+        assert row.attempts == 1 and calls == ["evt_orphan"]
+        # The other's job started a second ago: its worker may be about to claim it, so it is left.
+        unclaimed = "arq:job:" + queue.job_id(settings.QUEUE_NAME, "evt_just_started") + ":unclaimed"
+        assert not await runtime.redis.exists(unclaimed)
+        async with stack.db.sessions() as session:
+            left = await session.get(EventRow, "evt_just_started")
+        assert left is not None and left.status == EventStatus.QUEUED
+    finally:
+        for event_id in ["evt_orphan", "evt_just_started"]:
+            await runtime.redis.delete(in_progress_key_prefix + queue.job_id(settings.QUEUE_NAME, event_id))
+        await runtime.close()

@@ -26,7 +26,12 @@ async def sweep(runtime: Runtime, older_than: float | None = None) -> int:
     taken_over = await leases.take_over_expired(runtime)
     if not ids:
         return taken_over
-    enqueued = ids if await queue.enqueue_each(runtime.redis, settings.QUEUE_NAME, ids) else []
+    # An event whose job a dead worker started but never claimed holds no lease to run out: the
+    # sweep takes it over once that job has been in progress for LEASE_SECONDS (queue.py).
+    handed = await queue.enqueue_sweep(runtime.redis, settings.QUEUE_NAME, ids,
+                                       job_timeout_seconds=settings.JOB_TIMEOUT_SECONDS,
+                                       unclaimed_after_seconds=settings.LEASE_SECONDS)
+    enqueued = ids if handed else []
     async with runtime.db.sessions() as session, session.begin():
         await inbox.mark_queued(session, enqueued)
     if enqueued:
