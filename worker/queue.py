@@ -85,10 +85,23 @@ async def enqueue_retry(redis: ArqRedis, queue_name: str, event_id: str, delay: 
 # serializer, key names, score and expiry, and the same rule (skip a job id that is queued,
 # running or has a result), made atomic by running it as one script instead of WATCH/MULTI.
 # tests/test_queue.py checks that arq's own worker runs jobs enqueued this way.
+# The sweeper's call (ARGV[6] >= 0) also takes over an event whose own job arq holds in progress
+# since more than ARGV[6] ms although the event is not claimed (it is swept as `queued` or
+# `received`): the worker that started the job died (or hangs) between arq's start and the
+# claim, and arq would refuse the job id until its in-progress key expires, the job timeout plus
+# 10 s later. Such an event is queued again as `<job id>:unclaimed` (once: while that job waits,
+# sweeping again adds nothing). Two jobs on one event are safe: claims are exclusive.
 _ENQUEUE_SCRIPT = """
 local added = 0
-for i = 5, #ARGV, 2 do
+local started_long_ago = tonumber(ARGV[6])
+for i = 7, #ARGV, 2 do
   local id = ARGV[i]
+  if started_long_ago >= 0 and redis.call('EXISTS', ARGV[1] .. id, ARGV[2] .. id) ~= 0 then
+    local left = redis.call('PTTL', ARGV[5] .. id)
+    if left > 0 and left <= started_long_ago then
+      id = id .. ':unclaimed'
+    end
+  end
   if redis.call('EXISTS', ARGV[1] .. id, ARGV[2] .. id) == 0 then
     redis.call('PSETEX', ARGV[1] .. id, ARGV[3], ARGV[i + 1])
     redis.call('ZADD', KEYS[1], ARGV[4], id)
@@ -119,43 +132,15 @@ async def enqueue_each(redis: ArqRedis, queue_name: str, event_ids: list[str]) -
     return await _enqueue_jobs(redis, queue_name, jobs, len(event_ids))
 
 
-# The sweeper's enqueue: `_ENQUEUE_SCRIPT`, except for an event whose own job arq holds in progress
-# since more than ARGV[6] ms although the event is not claimed (it is swept as `queued` or
-# `received`): the worker that started that job died (or hangs) between arq's start and the
-# claim, and arq would keep the job id refused until its in-progress key expires, the job
-# timeout plus 10 s later. Such an event is queued again as `<job id>:unclaimed` (once: while that
-# job waits, sweeping again adds nothing). Two jobs on one event are safe: claims are exclusive.
-_SWEEP_SCRIPT = """
-local added = 0
-local started_long_ago = tonumber(ARGV[6])
-for i = 7, #ARGV, 2 do
-  local id = ARGV[i]
-  if redis.call('EXISTS', ARGV[1] .. id, ARGV[2] .. id) ~= 0 then
-    local left = redis.call('PTTL', ARGV[5] .. id)
-    if left > 0 and left <= started_long_ago then
-      id = id .. ':unclaimed'
-    end
-  end
-  if redis.call('EXISTS', ARGV[1] .. id, ARGV[2] .. id) == 0 then
-    redis.call('PSETEX', ARGV[1] .. id, ARGV[3], ARGV[i + 1])
-    redis.call('ZADD', KEYS[1], ARGV[4], id)
-    added = added + 1
-  end
-end
-return added
-"""
-
-
 async def enqueue_sweep(redis: ArqRedis, queue_name: str, event_ids: list[str], *, job_timeout_seconds: float,
                         unclaimed_after_seconds: float) -> bool:
     """`enqueue_each` for the sweeper, which also takes over an event whose job a dead worker
-    started but never claimed (see `_SWEEP_SCRIPT`). arq's in-progress key lasts the job timeout
+    started but never claimed (see `_ENQUEUE_SCRIPT`). arq's in-progress key lasts the job timeout
     plus 10 s from the job's start, so what is left of it says when the job started."""
     in_progress_ms = (job_timeout_seconds + 10) * 1000
     started_long_ago = max(0, int(in_progress_ms - unclaimed_after_seconds * 1000))
     jobs = [(job_id(queue_name, event_id), PROCESS_EVENT, (event_id,)) for event_id in event_ids]
-    return await _enqueue_jobs(redis, queue_name, jobs, len(event_ids), script=_SWEEP_SCRIPT,
-                               extra=[in_progress_key_prefix, str(started_long_ago)])
+    return await _enqueue_jobs(redis, queue_name, jobs, len(event_ids), started_long_ago_ms=started_long_ago)
 
 
 async def enqueue_takeovers(redis: ArqRedis, queue_name: str, expired: list[tuple[str, int]]) -> bool:
@@ -169,16 +154,16 @@ async def enqueue_takeovers(redis: ArqRedis, queue_name: str, expired: list[tupl
 
 
 async def _enqueue_jobs(redis: ArqRedis, queue_name: str, jobs: list[tuple[str, str, tuple[Any, ...]]],
-                        events: int, *, script: str = _ENQUEUE_SCRIPT, extra: list[str] | None = None) -> bool:
+                        events: int, *, started_long_ago_ms: int = -1) -> bool:
     now = timestamp_ms()
     for start in range(0, len(jobs), SCRIPT_JOBS):  # Redis runs nothing else while a script runs
         argv: list[str | bytes] = [job_key_prefix, result_key_prefix, str(redis.expires_extra_ms), str(now),
-                                   *(extra or [])]
+                                   in_progress_key_prefix, str(started_long_ago_ms)]
         for arq_job_id, function, args in jobs[start:start + SCRIPT_JOBS]:
             argv += [arq_job_id, arq_serialize_job(function, args, {}, None, now, serializer=redis.job_serializer)]
         try:
             await asyncio.wait_for(
-                redis.eval(script, 1, queue_name, *argv),  # type: ignore[arg-type]
+                redis.eval(_ENQUEUE_SCRIPT, 1, queue_name, *argv),  # type: ignore[arg-type]
                 ENQUEUE_TIMEOUT_SECONDS,
             )
         except (RedisError, OSError, TimeoutError) as exc:
