@@ -148,6 +148,10 @@ class Settings(BaseSettings):
     LICENSE_KEY_RATE_PER_MINUTE: int = Field(default=30, ge=0)
     LICENSE_CONCURRENCY: int = Field(default=4, ge=1, le=100)
     LICENSE_QUEUE_SECONDS: float = Field(default=0.5, ge=0, le=30)
+    # Licence requests a second one web process takes on at all (a burst of as many); past it a
+    # 503 BUSY at once, before Redis, the body or the database, so a flood spends little of the
+    # process's CPU, which the webhook receiver shares (0: no limit).
+    LICENSE_PROCESS_RATE_PER_SECOND: int = Field(default=50, ge=0)
     # Addresses or networks (comma-separated) of the reverse proxies whose X-Forwarded-For is
     # believed; empty: the client is the socket peer and X-Forwarded-For is ignored.
     TRUSTED_PROXIES: str = ""

@@ -49,7 +49,9 @@ async def test_an_unsigned_deep_webhook_is_refused_not_a_500(ent_stack: Stack) -
     assert response.status_code == 401
 
 
-async def test_400_rapid_guesses_meet_429s_and_no_5xx(ent_stack: Stack) -> None:
+async def test_400_rapid_guesses_meet_429s_and_no_5xx(stack_factory: Any, catalog_path: Any) -> None:
+    # The per-client limit alone: the process's own budget would answer some of these 503 BUSY.
+    ent_stack: Stack = await stack_factory(ENTITLEMENTS_FILE=str(catalog_path), LICENSE_PROCESS_RATE_PER_SECOND=0)
     answers: list[httpx.Response] = []
     # 400 guesses, 4 at a time (LICENSE_CONCURRENCY: more at once from one client may meet 503 BUSY)
     for _ in range(100):
@@ -110,3 +112,21 @@ async def test_past_the_concurrency_limit_the_answer_is_a_fast_503_with_retry_af
         if response.status_code == 503:
             refused(response, 503, "BUSY")
             assert response.headers["retry-after"] == "1"
+
+
+async def test_past_the_process_budget_a_flood_is_answered_503_busy_at_once(
+        stack_factory: Any, catalog_path: Any) -> None:
+    stack: Stack = await stack_factory(ENTITLEMENTS_FILE=str(catalog_path), LICENSE_PROCESS_RATE_PER_SECOND=5,
+                                       TRUSTED_PROXIES="127.0.0.1")
+    # 40 callers at once, each from its own address: no per-client limit stops them.
+    answers = await asyncio.gather(*(post(stack, "validate", guess(), forwarded_for=f"203.0.113.{n}")
+                                     for n in range(40)))
+    statuses = [r.status_code for r in answers]
+    assert set(statuses) == {200, 503}, statuses
+    assert statuses.count(200) <= 10  # the burst of 5, and what refilled while they were answered
+    for response in answers:
+        if response.status_code == 503:
+            refused(response, 503, "BUSY")
+            assert response.headers["retry-after"] == "1"
+    metrics = (await stack.http.get(f"{stack.base_url}/metrics")).text
+    assert 'dodo_license_requests_refused_total{reason="process_rate"}' in metrics

@@ -4,7 +4,8 @@ SECONDS, each sending `validate` calls with random keys, RATE a second at most (
 a slow answer: a caller whose answer took over 1/RATE s sends again at once), most from
 distinct addresses (X-Forwarded-For, the web process trusting 127.0.0.1) and one in ten from a
 single guesser; prints one JSON line:
-`{"statuses": {code: n}, "not_busy_503": n, "no_retry_after": n, "single": {code: n}}`.
+`{"statuses": {code: n}, "not_busy_503": n, "no_retry_after": n, "single": {code: n}, "cpu_seconds": s}`
+(its own CPU time: on a small machine the flood competes with the web process for the cores).
 
 It speaks HTTP/1.1 over plain asyncio streams (keep-alive, one connection per caller): an HTTP
 client library would spend more CPU than the web process it floods, on the same cores."""
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import resource
 import secrets
 import sys
 import time
@@ -77,7 +79,9 @@ async def flood(base_url: str, seconds: float, concurrency: int, rate: float) ->
 
     await asyncio.gather(*(caller(n) for n in range(concurrency)))
     return {"statuses": dict(statuses), "not_busy_503": counts["not_busy_503"],
-            "no_retry_after": counts["no_retry_after"], "single": dict(single)}
+            "no_retry_after": counts["no_retry_after"], "single": dict(single),
+            "cpu_seconds": round(resource.getrusage(resource.RUSAGE_SELF).ru_utime
+                                 + resource.getrusage(resource.RUSAGE_SELF).ru_stime, 2)}
 
 
 if __name__ == "__main__":

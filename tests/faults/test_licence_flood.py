@@ -17,7 +17,7 @@ from tests.faults.procs import REPO
 
 FLOOD_SECONDS = 10.0
 FLOOD_CONCURRENCY = 800
-FLOOD_RATE = 0.25  # calls a second per caller: 200 a second in all, twice what one guesser managed (109/s)
+FLOOD_RATE = 0.25  # calls a second per caller: 200 a second in all, four times LICENSE_PROCESS_RATE_PER_SECOND
 WEBHOOKS_PER_SECOND = 20
 
 
@@ -57,12 +57,14 @@ async def test_a_licence_flood_does_not_starve_the_webhooks(make_stack: MakeStac
     result = json.loads(out)
     statuses = {int(k): v for k, v in result["statuses"].items()}
     print(f"webhooks: {len(latencies)}, p50 {statistics.median(latencies) * 1000:.0f} ms, "
-          f"p99 {p99(latencies) * 1000:.0f} ms; licence answers {statuses}")
+          f"p99 {p99(latencies) * 1000:.0f} ms; licence answers {statuses} "
+          f"({sum(statuses.values()) / FLOOD_SECONDS:.0f}/s; the flood's own CPU {result['cpu_seconds']} s)")
 
     assert set(codes) == {200}, codes
     assert p99(latencies) < 0.25, f"webhook p99 {p99(latencies) * 1000:.0f} ms under the flood"
     assert set(statuses) <= {200, 429, 503}, statuses  # 0 would be a refused or dropped connection
     assert statuses.get(200, 0) > 0
+    assert statuses.get(503, 0) > 0, statuses  # it was a flood: the process shed part of it
     assert result["single"].get("429", 0) > 0, result["single"]  # the guesser met the limit
     # Every 503 is the fast BUSY refusal, with Retry-After; none is a pool checkout timeout
     # (STORE_UNAVAILABLE after the pool's 5 s), which is what the flood produced before.

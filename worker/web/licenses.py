@@ -26,6 +26,10 @@ LICENSE_RATE_PER_MINUTE / LICENSE_KEY_RATE_PER_MINUTE requests a minute across e
 (429 RATE_LIMITED with `Retry-After`); and at most LICENSE_CONCURRENCY requests of one process
 use the database at once, one waiting at most LICENSE_QUEUE_SECONDS for a turn (503 BUSY with
 `Retry-After` after that), so a flood never takes the connections the webhook receiver needs.
+Before all of that, one process takes on at most LICENSE_PROCESS_RATE_PER_SECOND licence requests
+a second and answers the rest 503 BUSY at once from memory, in an ASGI middleware of the routes
+(`shed_past_budget`), before Litestar builds a request, reads the body or asks Redis: a flood then
+costs the process (and the webhooks it shares its CPU with) little more than parsing and answering.
 Each such refusal counts in `dodo_license_requests_refused_total{reason}` and is logged, at
 most 20 lines a minute.
 """
@@ -37,10 +41,19 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import msgspec
 from litestar import Request, Response, post
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
-from litestar.types import ExceptionHandlersMap
+from litestar.types import (
+    ASGIApp,
+    ExceptionHandlersMap,
+    HTTPResponseBodyEvent,
+    HTTPResponseStartEvent,
+    Receive,
+    Scope,
+    Send,
+)
 from sqlalchemy.exc import SQLAlchemyError
 
 from integrations.dodo import DodoLicenses, create_license_client
@@ -49,7 +62,7 @@ from worker.entitlements.licenses import DODO_UNAVAILABLE, INVALID_BODY, License
 from worker.runtime import Runtime
 from worker.web.bodies import BodyError, read_json_object
 from worker.web.clients import client_address
-from worker.web.ratelimit import RateLimiter
+from worker.web.ratelimit import RateLimiter, TokenBucket
 from worker.web.refusals import RateLimitedLog, printable
 from worker.web.responses import coded_error, json_response
 
@@ -61,6 +74,10 @@ BUSY_RETRY_AFTER = "1"  # seconds, on 503 BUSY (every database slot of the licen
 MAX_DEPTH = 4  # the bodies are flat objects
 QUEUE_PER_SLOT = 4  # past LICENSE_CONCURRENCY * this many requests in flight, 503 at once
 REFUSED_METRIC = "dodo_license_requests_refused_total"
+BUSY_MESSAGE = "too many licence requests at once, retry shortly"
+BUSY_BODY = msgspec.json.encode({"code": "BUSY", "message": BUSY_MESSAGE, "error": BUSY_MESSAGE})
+BUSY_HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(BUSY_BODY)).encode()),
+                (b"retry-after", BUSY_RETRY_AFTER.encode())]
 log = logging.getLogger("dodo_worker.web")
 
 
@@ -95,6 +112,7 @@ class _Guard:
         self.settings = runtime.settings
         self.metrics = runtime.metrics
         self.limiter = RateLimiter(runtime.redis, f"{runtime.settings.QUEUE_NAME}:licence-rate")
+        self.budget = TokenBucket(runtime.settings.LICENSE_PROCESS_RATE_PER_SECOND)
         self.slots = asyncio.Semaphore(runtime.settings.LICENSE_CONCURRENCY)
         self.in_flight = 0
         self.max_in_flight = runtime.settings.LICENSE_CONCURRENCY * (1 + QUEUE_PER_SLOT)
@@ -106,9 +124,8 @@ class _Guard:
         self.log.refused(status, reason, client)
         return coded_error(status, code, message, headers)
 
-    def busy(self, client: str) -> Response[bytes]:
-        return self.refuse(client, 503, "BUSY", "busy", "too many licence requests at once, retry shortly",
-                           {"Retry-After": BUSY_RETRY_AFTER})
+    def busy(self, client: str, reason: str = "busy") -> Response[bytes]:
+        return self.refuse(client, 503, "BUSY", reason, BUSY_MESSAGE, {"Retry-After": BUSY_RETRY_AFTER})
 
     def too_many(self, client: str, reason: str, retry_after: int) -> Response[bytes]:
         return self.refuse(client, 429, "RATE_LIMITED", reason, f"too many requests, retry in {retry_after}s",
@@ -198,7 +215,29 @@ async def _limited(request: Request[Any, Any, Any], guard: _Guard, client: str, 
         guard.slots.release()
 
 
-@post("/v1/licenses/validate", request_max_body_size=MAX_BODY_BYTES, exception_handlers=LICENSE_ERRORS)
+def shed_past_budget(app: ASGIApp) -> ASGIApp:
+    """Route middleware: past LICENSE_PROCESS_RATE_PER_SECOND, 503 BUSY from prepared bytes."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        guard = _guard(scope["app"].state)
+        if guard.budget.take():
+            await app(scope, receive, send)
+            return
+        guard.metrics.inc(REFUSED_METRIC, reason="process_rate")
+        guard.log.refused(503, "process_rate", (scope.get("client") or ("",))[0])
+        start: HTTPResponseStartEvent = {"type": "http.response.start", "status": 503, "headers": BUSY_HEADERS}
+        await send(start)
+        body: HTTPResponseBodyEvent = {"type": "http.response.body", "body": BUSY_BODY, "more_body": False}
+        await send(body)
+
+    return middleware
+
+
+ROUTE_OPTIONS: dict[str, Any] = {"request_max_body_size": MAX_BODY_BYTES, "exception_handlers": LICENSE_ERRORS,
+                                 "middleware": [shed_past_budget]}
+
+
+@post("/v1/licenses/validate", **ROUTE_OPTIONS)
 async def validate_license(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     async def run(key: str, instance: str | None) -> Response[bytes]:
         return json_response(await _licenses(state).validate(key, instance))
@@ -206,7 +245,7 @@ async def validate_license(request: Request[Any, Any, Any], state: State) -> Res
     return await _answer(request, ("license_key",), "license_key_instance_id", run)
 
 
-@post("/v1/licenses/activate", request_max_body_size=MAX_BODY_BYTES, exception_handlers=LICENSE_ERRORS)
+@post("/v1/licenses/activate", **ROUTE_OPTIONS)
 async def activate_license(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     async def run(key: str, name: str) -> Response[bytes]:
         return json_response(await _licenses(state).activate(key, name), status_code=201)
@@ -214,7 +253,7 @@ async def activate_license(request: Request[Any, Any, Any], state: State) -> Res
     return await _answer(request, ("license_key", "name"), None, run)
 
 
-@post("/v1/licenses/deactivate", request_max_body_size=MAX_BODY_BYTES, exception_handlers=LICENSE_ERRORS)
+@post("/v1/licenses/deactivate", **ROUTE_OPTIONS)
 async def deactivate_license(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     async def run(key: str, instance: str) -> Response[bytes]:
         await _licenses(state).deactivate(key, instance)
