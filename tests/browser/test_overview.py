@@ -54,7 +54,7 @@ async def test_the_overview_counts_dead_events_and_links_to_them(page: Any, phon
     chart = page.get_by_role("img", name=re.compile("Webhooks received and rejected per hour"))
     await expect(chart).to_be_visible()
     await expect(chart.locator("text", has_text="rejected")).to_have_count(1)  # the legend
-    rejected_card = page.locator(".card").filter(has_text="Webhooks, 24 h")
+    rejected_card = page.locator(".card").filter(has_text="Webhooks stored, 24 h")
     await expect(rejected_card).to_contain_text(re.compile(r"rejected, 24 h: [1-9]\d*"))
     await expect(page.get_by_role("heading", name="Last reconciliation runs")).to_be_visible()
     await expect(page.get_by_role("heading", name="Failing hook deliveries")).to_be_visible()

@@ -53,6 +53,8 @@ async def test_the_dead_event_page_shows_dead_and_its_error_and_replay_after_the
         page = await browser.get(f"/console/events/{dead}")
         assert page.status_code == 200
         assert ">dead<" in page.text and ERROR in page.text and "Replay</button>" in page.text
+        # The handler's own message is under "Error", above the attempts and their tracebacks.
+        assert page.text.index(ERROR) < page.text.index("<h2>Handlers</h2>")
         assert '"refund_id": "ref_console1"' in html.unescape(page.text)  # the envelope, pretty-printed
         assert "webhook-signature" not in page.text.lower()
         processed_page = await browser.get(f"/console/events/{processed}")
