@@ -3,6 +3,7 @@ loop, on a fresh database and Redis queue, with the fake Dodo API and a hook cat
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -347,12 +348,28 @@ async def delete_keys(redis_url: str, queue_name: str, event_ids: list[str]) -> 
 
 
 async def all_event_ids(db: Database) -> list[str]:
+    """Every stored event's id, for the clean-up. On SQLite a plain read, not through the store's
+    `BEGIN IMMEDIATE`: a teardown must not wait on the write lock that a worker task cut short
+    by the stop may still hold (a teardown was seen waiting out the 30 s busy timeout, then failing)."""
     from sqlalchemy import select
 
     from worker.store import EventRow
 
+    url = db.engine.url
+    if url.get_backend_name() == "sqlite" and url.database:
+        return await asyncio.to_thread(_sqlite_event_ids, url.database)
     async with db.sessions() as session:
         return list(await session.scalars(select(EventRow.id)))
+
+
+def _sqlite_event_ids(path: str) -> list[str]:
+    import sqlite3
+
+    connection = sqlite3.connect(path, timeout=5, isolation_level=None)  # WAL: reading needs no lock
+    try:
+        return [row[0] for row in connection.execute("SELECT id FROM events")]
+    finally:
+        connection.close()
 
 
 def kit_settings(given: Mapping[str, Any], extra: dict[str, Any], forced: dict[str, Any]) -> Settings:
